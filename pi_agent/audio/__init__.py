@@ -1,0 +1,1 @@
+"""Pure audio core: protocol formats, codecs, resampling, and WAV file helpers."""

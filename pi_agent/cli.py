@@ -1,0 +1,118 @@
+"""Command line: argument parsing, logging set-up and exit codes for every subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pi_agent import __version__
+from pi_agent.config import DEFAULT_CONFIG_PATH, Config, check_config_main, load_config
+from pi_agent.errors import EX_USAGE, ConfigError, PiAgentError
+
+log = logging.getLogger("pi_agent")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"  # journald adds its own timestamps
+
+
+def setup_logging(level: str = "info") -> None:
+    """Plain lines on stderr; under systemd (JOURNAL_STREAM set) no timestamps of our own."""
+    fmt = JOURNAL_FORMAT if os.environ.get("JOURNAL_STREAM") else LOG_FORMAT
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"configuration file (default {DEFAULT_CONFIG_PATH})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `pi-agent` argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="pi-agent", description="Voice terminal for ElevenLabs agents on a Raspberry Pi."
+    )
+    parser.add_argument("--version", action="version", version=f"pi-agent {__version__}")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override logging.level"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    talk = sub.add_parser("talk", help="hold one conversation and exit")
+    _config_arg(talk)
+    talk.add_argument("--max-s", type=float, help="end the conversation after this many seconds")
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file", nargs="?", type=Path, help=f"default {DEFAULT_CONFIG_PATH}")
+    check.add_argument("--config", type=Path, dest="config_opt", help="same as FILE")
+
+    demo = sub.add_parser("demo", help="talk to the built-in simulator from a bundled recording")
+    demo.add_argument(
+        "--output",
+        type=Path,
+        default=Path("pi-agent-demo-reply.wav"),
+        help="where the agent's audio is written (default ./pi-agent-demo-reply.wav)",
+    )
+    demo.add_argument(
+        "--output-format", default="pcm_16000", help="agent audio format the simulator announces"
+    )
+    demo.add_argument(
+        "--fast", action="store_true", help="stream the recording as fast as possible"
+    )
+
+    from pi_agent.simulator.server import add_arguments
+
+    simulate = sub.add_parser("simulate", help="run the local Agents-compatible simulator")
+    add_arguments(simulate)
+    return parser
+
+
+def _load(path: Path) -> Config:
+    return load_config(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `pi-agent`; returns the process exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors; sysexits says 64
+        return EX_USAGE if exc.code not in (0, None) else 0
+    level = args.log_level
+    try:
+        if args.command == "check-config":
+            path = args.file or args.config_opt or DEFAULT_CONFIG_PATH
+            return check_config_main(str(path))
+        if args.command == "simulate":
+            setup_logging(level or "info")
+            from pi_agent.simulator.server import run_from_args
+
+            return run_from_args(args)
+        if args.command == "demo":
+            setup_logging(level or "warning")
+            from pi_agent.demo import demo_main
+
+            return demo_main(args.output, args.output_format, fast=args.fast)
+        if args.command == "talk":
+            cfg = _load(args.config)
+            setup_logging(level or cfg.logging.level)
+            from pi_agent.talk import talk_main
+
+            return talk_main(cfg, args.max_s, sys.stdout, sys.stderr)
+    except ConfigError as exc:
+        print(f"pi-agent: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PiAgentError as exc:
+        print(f"pi-agent: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return EX_USAGE

@@ -1,0 +1,368 @@
+"""The asyncio conversation client: one conversation over one WebSocket.
+
+It carries out what the pure `Session` decides. Pongs go out on the receive path before anything
+else is done with a frame; microphone audio flows capture -> bounded queue -> sender task, so
+capture never waits on the network; agent audio flows receive -> `PlaybackQueue` -> player task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from pi_agent import protocol as p
+from pi_agent.audio import formats
+from pi_agent.audio.devices import ChunkQueue, Microphone, Samples, Speaker
+from pi_agent.audio.playback import PlaybackQueue
+from pi_agent.audio.resample import Resampler
+from pi_agent.errors import AuthError, LinkError
+from pi_agent.link import Connector, LinkSettings, open_link
+from pi_agent.session import (
+    Action,
+    EndKind,
+    EndReason,
+    Interrupt,
+    Line,
+    Notice,
+    Play,
+    Problem,
+    Send,
+    Session,
+    Started,
+    ToolCall,
+)
+from pi_agent.tools import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+# The service sends metadata right after the init message; 10 s covers a slow mobile link.
+METADATA_TIMEOUT_S = 10.0
+# Microphone audio kept while connecting (pre-roll) and when the sender falls behind.
+CAPTURE_BACKLOG_S = 5.0
+# Playback frames: short, so an interruption silences the speaker within one frame.
+PLAYBACK_FRAME_MS = 20
+# Upper bound on letting queued agent audio finish at an orderly end.
+DRAIN_LIMIT_S = 30.0
+# After the agent hangs up (end_call), audio still in flight may follow; wait this long
+# for the server to close before closing ourselves.
+HANGUP_GRACE_S = 3.0
+# Repeated protocol problems are logged this many times, then counted quietly.
+PROBLEM_LOG_LIMIT = 5
+# Close reason the vendor JS client uses when the user ends the conversation (reference 1.7).
+USER_CLOSE_REASON = "User ended conversation"
+
+Listener = Callable[[Action], None]
+Watch = Callable[["Conversation"], Coroutine[Any, Any, None]]
+
+
+@dataclass(slots=True)
+class Timeline:
+    """Loop-clock timestamps of one conversation, for the transcript and benchmarks."""
+
+    start: float = 0.0
+    connected: float | None = None
+    started: float | None = None
+    first_audio: float | None = None
+    input_finished: float | None = None
+    first_audio_after_input: float | None = None
+    ended: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Conversation:
+    """One conversation: connect, stream both ways, end with a typed `EndReason`."""
+
+    def __init__(
+        self,
+        link: LinkSettings,
+        init: p.ConversationInitiationClientData,
+        mic: Microphone,
+        speaker: Speaker,
+        *,
+        max_duration_s: float = 600.0,
+        tools: ToolRegistry | None = None,
+        listener: Listener | None = None,
+        connector: Connector = connect,
+    ) -> None:
+        self.link = link
+        self.init = init
+        self.mic = mic
+        self.speaker = speaker
+        self.max_duration_s = max_duration_s
+        self.tools = tools or ToolRegistry()
+        self.listener = listener
+        self.connector = connector
+        self.session = Session()
+        self.timeline = Timeline()
+        backlog = max(1, int(CAPTURE_BACKLOG_S * mic.sample_rate / mic.chunk_samples))
+        self.capture = ChunkQueue(backlog)
+        self.playback: PlaybackQueue | None = None
+        self.playback_idle = asyncio.Event()
+        self.playback_idle.set()
+        self.chunks_sent = 0
+        self.problems = 0
+        self._ws: ClientConnection | None = None
+        self._end: EndReason | None = None
+        self._end_requested = asyncio.Event()
+        self._started = asyncio.Event()
+        self._audio_ready = asyncio.Event()
+        self._out_resampler: Resampler | None = None
+        self._tool_tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def started(self) -> bool:
+        return self._started.is_set()
+
+    @property
+    def audio_playing(self) -> bool:
+        """Whether agent audio is queued or being played right now."""
+        return not self.playback_idle.is_set()
+
+    def end(self, reason: EndReason) -> None:
+        """Ask for an orderly end: stop the microphone, let queued audio finish, close 1000."""
+        if self._end is None:
+            self._end = reason
+        self._end_requested.set()
+
+    async def send_contextual_update(self, text: str, context_id: str | None = None) -> None:
+        """Background information for the agent; never interrupts it (reference 2.5)."""
+        await self._send(p.encode(p.ContextualUpdate(text, context_id)))
+
+    async def send_user_message(self, text: str) -> None:
+        """Text handled as if the user had said it (reference 2.6)."""
+        await self._send(p.encode(p.UserMessage(text)))
+
+    async def send_user_activity(self) -> None:
+        """Reset the agent's turn timeout without adding content (reference 2.7)."""
+        await self._send(p.encode(p.UserActivity()))
+
+    async def run(self, watch: Watch | None = None) -> EndReason:
+        """Hold the whole conversation; `watch` runs beside it and may call `end()`."""
+        loop = asyncio.get_running_loop()
+        self.timeline.start = loop.time()
+        capture_task = asyncio.create_task(self.mic.run(self.capture), name="capture")
+        try:
+            try:
+                self._ws = await open_link(self.link, connector=self.connector)
+            except AuthError as exc:
+                return self._finish(EndReason(EndKind.AUTH_FAILED, str(exc)))
+            except LinkError as exc:
+                return self._finish(EndReason(EndKind.CONNECT_FAILED, str(exc)))
+            self.timeline.connected = loop.time()
+            return self._finish(await self._converse(self._ws, watch))
+        finally:
+            capture_task.cancel()
+            await asyncio.gather(capture_task, return_exceptions=True)
+            for task in self._tool_tasks:
+                task.cancel()
+            await asyncio.gather(*self._tool_tasks, return_exceptions=True)
+            if self._ws is not None:
+                await self._ws.close()
+            await self.speaker.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _finish(self, reason: EndReason) -> EndReason:
+        self.timeline.ended = asyncio.get_running_loop().time()
+        return reason
+
+    async def _converse(self, ws: ClientConnection, watch: Watch | None) -> EndReason:
+        await ws.send(p.encode(self.init))
+        tasks: list[asyncio.Task[None]] = []
+        receiver = asyncio.create_task(self._receive(ws), name="receive")
+        try:
+            try:
+                async with asyncio.timeout(METADATA_TIMEOUT_S):
+                    await asyncio.wait(
+                        [receiver, asyncio.ensure_future(self._started.wait())],
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+            except TimeoutError:
+                return EndReason(
+                    EndKind.PROTOCOL,
+                    "the server sent no conversation_initiation_metadata within "
+                    f"{METADATA_TIMEOUT_S:.0f} s",
+                )
+            if receiver.done():
+                return self._closed_reason(ws)
+            tasks.append(asyncio.create_task(self._send_audio(ws), name="uplink"))
+            tasks.append(asyncio.create_task(self._play(), name="playback"))
+            if watch is not None:
+                tasks.append(asyncio.create_task(watch(self), name="watch"))
+            limit = asyncio.create_task(asyncio.sleep(self.max_duration_s), name="time-limit")
+            ender = asyncio.create_task(self._end_requested.wait(), name="end-request")
+            done, _ = await asyncio.wait(
+                [receiver, limit, ender], return_when=asyncio.FIRST_COMPLETED
+            )
+            limit.cancel()
+            ender.cancel()
+            if receiver in done:
+                # The server closed. After a normal close or a hang-up, let the reply finish.
+                reason = self._closed_reason(ws)
+                if reason.ok:
+                    await self._drain_playback()
+                return reason
+            if limit in done:
+                return EndReason(
+                    EndKind.TIME_LIMIT,
+                    f"the conversation reached its {self.max_duration_s:g} s limit",
+                )
+            reason = self._end or EndReason(EndKind.LOCAL, "ended on request")
+            await self._stop_task(tasks[0])  # uplink: the user's turn is over
+            await self._drain_playback()
+            await ws.close(p.CLOSE_NORMAL, USER_CLOSE_REASON)
+            return reason
+        finally:
+            for task in [*tasks, receiver]:
+                await self._stop_task(task)
+
+    @staticmethod
+    async def _stop_task(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _closed_reason(self, ws: ClientConnection) -> EndReason:
+        rcvd = ws.protocol.close_rcvd
+        if rcvd is None:
+            return self.session.end_reason(None, "")
+        return self.session.end_reason(rcvd.code, rcvd.reason)
+
+    async def _drain_playback(self) -> None:
+        try:
+            async with asyncio.timeout(DRAIN_LIMIT_S):
+                await self.playback_idle.wait()
+                await self.speaker.drain()
+        except TimeoutError:
+            log.warning("playback did not finish within %.0f s; cutting it off", DRAIN_LIMIT_S)
+
+    async def _send(self, text: str) -> None:
+        if self._ws is None or not self._started.is_set():
+            raise LinkError("no conversation is running")
+        await self._ws.send(text)
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async for frame in ws:
+                for action in self.session.on_frame(frame, loop.time()):
+                    if isinstance(action, Send):
+                        await ws.send(action.text)  # the pong, before anything else
+                    else:
+                        await self._act(action)
+                if self.session.agent_hung_up and self._end is None:
+                    self._hang_up_later()
+        except ConnectionClosed:
+            pass
+
+    def _hang_up_later(self) -> None:
+        """After end_call, close ourselves if the server does not within a grace period."""
+        self._end = EndReason(EndKind.AGENT_ENDED, "the agent ended the call")
+
+        async def close_after_grace() -> None:
+            await asyncio.sleep(HANGUP_GRACE_S)
+            await self.playback_idle.wait()
+            self._end_requested.set()
+
+        task = asyncio.create_task(close_after_grace(), name="hangup-grace")
+        self._tool_tasks.add(task)
+        task.add_done_callback(self._tool_tasks.discard)
+
+    async def _act(self, action: Action) -> None:
+        loop = asyncio.get_running_loop()
+        match action:
+            case Play(event_id=event_id, samples=samples):
+                self._queue_audio(event_id, samples, loop.time())
+            case Interrupt(event_id=event_id):
+                await self._interrupt(event_id)
+            case Started():
+                await self._start_audio(action)
+                self.timeline.started = loop.time()
+                self._started.set()
+            case ToolCall(call=call):
+                task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.tool_name}")
+                self._tool_tasks.add(task)
+                task.add_done_callback(self._tool_tasks.discard)
+            case Problem(text=text):
+                self.problems += 1
+                if self.problems <= PROBLEM_LOG_LIMIT:
+                    log.warning("%s", text)
+                else:
+                    log.debug("%s", text)
+            case Line() | Notice():
+                pass
+        if self.listener is not None:
+            self.listener(action)
+
+    async def _start_audio(self, started: Started) -> None:
+        rate = self.speaker.device_rate(started.output_format.sample_rate)
+        await self.speaker.open(rate)
+        self.playback = PlaybackQueue(max(1, rate * PLAYBACK_FRAME_MS // 1000))
+        if rate != started.output_format.sample_rate:
+            self._out_resampler = Resampler(started.output_format.sample_rate, rate)
+        self._audio_ready.set()
+
+    def _queue_audio(self, event_id: int, samples: Samples, now: float) -> None:
+        assert self.playback is not None
+        if event_id < self.playback.gate:
+            self.playback.push(event_id, samples)  # counted as stale, not resampled
+            return
+        if self._out_resampler is not None:
+            samples = self._out_resampler.process(samples)
+        if self.playback.push(event_id, samples):
+            if self.timeline.first_audio is None:
+                self.timeline.first_audio = now
+            if self.mic.finished and self.timeline.first_audio_after_input is None:
+                self.timeline.first_audio_after_input = now
+            self.playback_idle.clear()
+            self._audio_ready.set()
+
+    async def _interrupt(self, event_id: int) -> None:
+        if self.playback is None:
+            return
+        dropped = self.playback.interrupt(event_id)
+        if self._out_resampler is not None:
+            self._out_resampler.reset()
+        await self.speaker.flush()
+        log.debug("interruption %d: dropped %d queued samples", event_id, dropped)
+
+    async def _play(self) -> None:
+        await self._audio_ready.wait()
+        queue = self.playback
+        assert queue is not None
+        while True:
+            frame = queue.pop()
+            if frame is None:
+                self.playback_idle.set()
+                self._audio_ready.clear()
+                await self._audio_ready.wait()
+                continue
+            await self.speaker.play(frame)
+
+    async def _send_audio(self, ws: ClientConnection) -> None:
+        fmt = self.session.input_format
+        assert fmt is not None
+        resampler = Resampler(self.mic.sample_rate, fmt.sample_rate)
+        loop = asyncio.get_running_loop()
+        while True:
+            chunk = await self.capture.get()
+            if self.mic.finished and self.timeline.input_finished is None:
+                self.timeline.input_finished = loop.time()
+            data = formats.encode(resampler.process(chunk), fmt)
+            if data:
+                await ws.send(p.encode_audio_chunk(data))
+                self.chunks_sent += 1
+
+    async def _run_tool(self, call: p.ClientToolCall) -> None:
+        result, is_error = await self.tools.call(call.tool_name, call.parameters)
+        with contextlib.suppress(ConnectionClosed, LinkError):
+            await self._send(p.encode(p.ClientToolResult(call.tool_call_id, result, is_error)))

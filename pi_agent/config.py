@@ -1,0 +1,469 @@
+"""Configuration: YAML file -> validated frozen dataclasses, API key lookup, check-config."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NoReturn, TextIO, cast
+from urllib.parse import urlsplit
+
+import yaml
+from yaml.nodes import MappingNode
+
+from pi_agent.configschema import (
+    BAD,
+    Choice,
+    Context,
+    Field,
+    FilePath,
+    Flag,
+    Invalid,
+    JsonObject,
+    Kind,
+    NameOrIndex,
+    Nullable,
+    Number,
+    Section,
+    Text,
+    Variables,
+    line_of,
+    show,
+    thaw,
+    wrong_type,
+)
+from pi_agent.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/pi-agent.yaml")
+DEFAULT_SERVER_URL = "wss://api.elevenlabs.io"
+CREDENTIAL_NAME = "elevenlabs-api-key"  # systemd LoadCredential= name
+API_KEY_ENV = "ELEVENLABS_API_KEY"
+_ROOT_EXPECTED = "a mapping with an 'agent' section"
+
+ScalarValue = str | int | float | bool
+
+
+@dataclass(frozen=True, slots=True)
+class OverridesConfig:
+    """Per-conversation overrides; None means the field is not sent and the agent's own applies."""
+
+    first_message: str | None
+    language: str | None
+    prompt: str | None
+    llm: str | None
+    voice_id: str | None
+    tts_speed: float | None
+    tts_stability: float | None
+    tts_similarity_boost: float | None
+    text_only: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Which agent to talk to and how; holds the key file's path, never the key."""
+
+    agent_id: str
+    server_url: str
+    api_key_file: Path | None
+    tls_ca_file: Path | None
+    user_id: str | None
+    source: str
+    environment: str | None
+    connect_timeout_s: float
+    dynamic_variables: Mapping[str, ScalarValue]
+    overrides: OverridesConfig
+    custom_llm_extra_body: Mapping[str, Any] | None
+
+    def dynamic_variables_dict(self) -> dict[str, ScalarValue]:
+        """Return a mutable copy of dynamic_variables."""
+        return dict(self.dynamic_variables)
+
+    def custom_llm_extra_body_dict(self) -> dict[str, Any] | None:
+        """Return custom_llm_extra_body as plain dicts and lists (json.dumps-ready), or None."""
+        return None if self.custom_llm_extra_body is None else thaw(self.custom_llm_extra_body)
+
+
+@dataclass(frozen=True, slots=True)
+class AudioConfig:
+    """Audio backend and devices; paths are absolute once loaded."""
+
+    backend: str
+    input_file: Path | None
+    output_file: Path | None
+    file_speed: float
+    input_device: str | int | None
+    output_device: str | int | None
+    chunk_ms: int
+    volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationConfig:
+    """Limits for one conversation."""
+
+    max_duration_s: float
+    reply_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """Log verbosity and whether transcripts are logged (off by default for privacy)."""
+
+    level: str
+    transcripts: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration; `source` is the file it came from, if any."""
+
+    agent: AgentConfig
+    audio: AudioConfig
+    conversation: ConversationConfig
+    logging: LoggingConfig
+    source: Path | None = None
+
+    @classmethod
+    def for_agent(
+        cls, agent_id: str, server_url: str = DEFAULT_SERVER_URL, **audio: object
+    ) -> Config:
+        """Return a validated default Config for `agent_id` with `audio` keys set."""
+        return default_config(agent_id, server_url, audio=audio)
+
+
+class _WsUrl(Kind):
+    """wss:// to any host, ws:// to loopback only; no path, query or fragment."""
+
+    expected = "a URL like 'wss://api.elevenlabs.io' (ws:// only for loopback hosts)"
+
+    def check(self, value: object, ctx: Context) -> object:
+        if not isinstance(value, str):
+            raise wrong_type(value, text=True)
+        if any(ch.isspace() for ch in value):
+            raise Invalid(f"{show(value)} contains whitespace")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 -- raises ValueError for a bad port
+        except ValueError as exc:
+            raise Invalid(f"{show(value)} is not a valid URL ({exc})") from None
+        scheme = parts.scheme.lower()
+        if parts.username is not None or parts.password is not None:
+            # Never echo the value: the user info may hold a password.
+            raise Invalid("the URL contains a user name or password (not shown)")
+        if scheme in ("http", "https"):
+            better = show(f"wss://{parts.netloc}")
+            raise Invalid(f"{show(value)} is not a WebSocket URL (did you mean {better}?)")
+        if scheme not in ("ws", "wss") or not parts.hostname:
+            raise Invalid(f"{show(value)} is not a wss://host URL")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            # The client appends /v1/convai/conversation?agent_id=... itself.
+            raise Invalid(f"{show(value)} has a path, query or fragment")
+        if scheme == "ws" and not _is_loopback(parts.hostname):
+            raise Invalid(
+                f"{show(value)} is refused (ws:// is only allowed for loopback hosts; use wss://)"
+            )
+        return f"{scheme}://{parts.netloc}"
+
+
+def _is_loopback(host: str) -> bool:
+    """Tell whether `host` is localhost, 127.0.0.0/8 or ::1 (unencrypted is safe only there)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _audio_cross(values: Mapping[str, object]) -> Iterator[tuple[str, str]]:
+    """The file backend cannot run without an input WAV."""
+    if values.get("backend") == "file" and values.get("input_file") is None:
+        yield "input_file", "required when audio.backend is 'file'; expected the path of a WAV file"
+
+
+def _num(lo: float, hi: float) -> Number:
+    return Number(lo, hi)
+
+
+def _opt_text(expected: str = "a non-empty string") -> Nullable:
+    return Nullable(Text(expected))
+
+
+_OVERRIDES = Section(
+    "override",
+    OverridesConfig,
+    [
+        Field("first_message", Nullable(Text("a string", allow_empty=True)), None,
+              "what the agent says first; '' makes it wait for the user"),
+        Field("language", Nullable(Text("a language code like 'en' or 'pt-br'", lower=True,
+                                        pattern=r"[a-z]{2,3}(-[a-z0-9]{2,4})?")), None,
+              "conversation language code, stored lower-case"),
+        Field("prompt", _opt_text(), None, "system prompt replacing the agent's"),
+        Field("llm", _opt_text(), None, "LLM name replacing the agent's"),
+        Field("voice_id", _opt_text(), None, "TTS voice replacing the agent's"),
+        Field("tts_speed", Nullable(_num(0.7, 1.2)), None, "speech speed (service range)"),
+        Field("tts_stability", Nullable(_num(0, 1)), None, "voice stability"),
+        Field("tts_similarity_boost", Nullable(_num(0, 1)), None, "voice similarity boost"),
+        Field("text_only", Nullable(Flag()), None, "text-only conversation (no audio)"),
+    ],
+)  # fmt: skip
+
+_AGENT = Section(
+    "agent",
+    AgentConfig,
+    [
+        Field("agent_id", Text("a non-empty string without whitespace", no_space=True), None,
+              "the ElevenLabs agent id", required=True),
+        Field("server_url", _WsUrl(), DEFAULT_SERVER_URL, "service base URL, stored without '/'"),
+        Field("api_key_file", Nullable(FilePath()), None, "file holding the API key"),
+        Field("tls_ca_file", Nullable(FilePath()), None, "CA bundle to trust instead of the OS's"),
+        Field("user_id", _opt_text(), None, "sent as user_id"),
+        Field("source", Text(), "unknown", "sent as source_info.source"),
+        Field("environment", _opt_text(), None, "agent environment to use"),
+        Field("connect_timeout_s", _num(1, 120), 10.0, "connect + handshake limit"),
+        Field("dynamic_variables", Variables(), MappingProxyType({}), "values for {{name}}"),
+        Field("overrides", _OVERRIDES, _OVERRIDES.defaults(), "per-conversation overrides"),
+        Field("custom_llm_extra_body", Nullable(JsonObject()), None, "passed to a custom LLM"),
+    ],
+    expected="a mapping with at least 'agent_id'",
+)  # fmt: skip
+
+_AUDIO = Section(
+    "audio",
+    AudioConfig,
+    [
+        Field("backend", Choice("pyaudio", "file"), "pyaudio", "sound card or WAV files"),
+        Field("input_file", Nullable(FilePath()), None, "WAV played as the user (file backend)"),
+        Field("output_file", Nullable(FilePath("parent")), None, "agent audio WAV; null = discard"),
+        Field("file_speed", _num(0, 100), 1.0, "input pacing; 1 = real time, 0 = no waiting"),
+        Field("input_device", Nullable(NameOrIndex()), None, "microphone; null = default"),
+        Field("output_device", Nullable(NameOrIndex()), None, "speaker; null = default"),
+        Field("chunk_ms", Number(10, 100, integer=True), 20, "audio chunk length"),
+        Field("volume", _num(0, 2), 1.0, "software output gain"),
+    ],
+    cross=_audio_cross,
+)  # fmt: skip
+
+_CONVERSATION = Section(
+    "conversation",
+    ConversationConfig,
+    [
+        Field("max_duration_s", _num(1, 86400), 600.0, "hard limit for one conversation"),
+        Field("reply_timeout_s", _num(1, 600), 20.0, "wait for a reply after the input ended"),
+    ],
+)
+
+_LOGGING = Section(
+    "logging",
+    LoggingConfig,
+    [
+        Field(
+            "level", Choice("debug", "info", "warning", "error", fold_case=True), "info", "level"
+        ),
+        Field("transcripts", Flag(), False, "log user/agent lines (privacy: off by default)"),
+    ],
+)
+
+SCHEMA = Section(
+    "pi-agent",
+    Config,
+    [
+        Field("agent", _AGENT, None, "the agent", required=True),
+        Field("audio", _AUDIO, _AUDIO.defaults(), "audio"),
+        Field("conversation", _CONVERSATION, _CONVERSATION.defaults(), "limits"),
+        Field("logging", _LOGGING, _LOGGING.defaults(), "logging"),
+    ],
+    expected=_ROOT_EXPECTED,
+)
+
+
+def parse_config(text: str, source: str = "<string>", base_dir: Path | None = None) -> Config:
+    """Validate YAML `text`; relative paths resolve against `base_dir` (default: cwd).
+
+    Raises ConfigError listing every problem found, each naming its line.
+    """
+    ctx = Context(Path.cwd() if base_dir is None else Path(base_dir).expanduser())
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(exc, text)], source) from None
+    if root is None:
+        ctx.problem(1, "", f"the file is empty; expected {_ROOT_EXPECTED}")
+    elif not isinstance(root, MappingNode):
+        try:
+            what = wrong_type(ctx.construct(root)).what
+        except Invalid as exc:
+            what = exc.what
+        ctx.problem(line_of(root), "", f"the document is not a mapping: {what}; "
+                    f"expected {_ROOT_EXPECTED}")  # fmt: skip
+    else:
+        config = ctx.parse(SCHEMA, root, "")
+        if not ctx.problems and config is not BAD:
+            return cast(Config, config)
+    raise ConfigError(ctx.problems, source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the YAML file at `path`; raise ConfigError (never OSError) on failure."""
+    file = Path(path).expanduser()
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"cannot read the file: {reason}; expected a readable YAML file"],
+                          str(file)) from None  # fmt: skip
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        byte = data[exc.start : exc.start + 1].hex()
+        problem = f"line {line}: byte 0x{byte} is not UTF-8; expected a UTF-8 encoded YAML file"
+        raise ConfigError([problem], str(file)) from None
+    config = parse_config(text, str(file), file.absolute().parent)
+    return replace(config, source=file)
+
+
+def default_config(
+    agent_id: str, server_url: str = DEFAULT_SERVER_URL, **sections: Mapping[str, object]
+) -> Config:
+    """Return a Config validated like a file whose sections hold `sections` (e.g. audio={...}).
+
+    Relative paths resolve against the current directory; raises ConfigError when invalid.
+    """
+    tree: dict[str, Any] = {name: thaw(dict(values)) for name, values in sections.items()}
+    tree["agent"] = {**tree.get("agent", {}), "agent_id": agent_id, "server_url": server_url}
+    return parse_config(yaml.safe_dump(tree, sort_keys=False), "<default_config>")
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """Say where and why YAML could not be parsed, in plain words."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        if text[mark.index : mark.index + 1] == "\t":
+            return f"{where}: a tab character is not allowed here; expected spaces for indentation"
+        what = exc.problem or "unknown problem"
+        if exc.context:
+            since = f" started on line {exc.context_mark.line + 1}" if exc.context_mark else ""
+            what += f" ({exc.context}{since})"
+        return f"{where}: invalid YAML: {what}; expected valid YAML (check indents, ':' and quotes)"
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        return f"line {line}: character {char!r} is not allowed; expected printable text"
+    return f"line 1: invalid YAML: {exc}; expected valid YAML"  # fmt: skip
+
+
+class Secret:
+    """A string that never shows itself in repr, str or pickle; reveal() at the point of use."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value; the only way to get it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled or copied")
+
+
+def resolve_api_key(cfg: AgentConfig, environ: Mapping[str, str] = os.environ) -> Secret | None:
+    """Return the API key from api_key_file, $CREDENTIALS_DIRECTORY/elevenlabs-api-key or
+    $ELEVENLABS_API_KEY (first found wins), or None; messages never contain the key."""
+    if cfg.api_key_file is not None:
+        return _read_key(cfg.api_key_file)
+    credentials = environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).exists():
+        return _read_key(Path(credentials) / CREDENTIAL_NAME)
+    key = environ.get(API_KEY_ENV, "").strip()
+    # An empty variable counts as unset, as shells and unit files commonly leave it.
+    return _checked_key(key, f"${API_KEY_ENV}", "environment") if key else None
+
+
+def _read_key(path: Path) -> Secret:
+    """Read one key file; every error names the path, none contains its bytes."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig").strip()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"cannot read the API key file: {reason}; expected a readable file"],
+                          str(path)) from None  # fmt: skip
+    except UnicodeDecodeError:
+        raise ConfigError(["the API key file is not UTF-8 text; expected the API key on one line"],
+                          str(path)) from None  # fmt: skip
+    if not text:
+        raise ConfigError(
+            ["the API key file is empty; expected the API key on one line"], str(path)
+        )
+    return _checked_key(text, "the API key file", str(path))
+
+
+def _checked_key(key: str, where: str, source: str) -> Secret:
+    """Refuse keys with inner whitespace or control characters (they would corrupt headers)."""
+    if any(ch.isspace() or not ch.isprintable() for ch in key):
+        problem = f"{where} has whitespace or control characters inside the key (not shown)"
+        raise ConfigError([f"{problem}; expected the API key on one line"], source)
+    return Secret(key)
+
+
+def check_config_main(path: str | None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Validate the file at `path` (default /etc/pi-agent.yaml) without running anything.
+
+    Prints 'OK: <path>' and a summary to `out` and returns 0, or every problem to `err` and 78.
+    """
+    file = Path(path) if path else DEFAULT_CONFIG_PATH
+    try:
+        config = load_config(file)
+    except ConfigError as exc:
+        count = len(exc.problems)
+        print(f"{file}: invalid configuration ({count} problem{'s' * (count != 1)})", file=err)
+        for problem in exc.problems:
+            print(f"  {problem}", file=err)
+        return exc.exit_code
+    agent, audio = config.agent, config.audio
+    print(f"OK: {file}", file=out)
+    print(
+        f"  agent {agent.agent_id} at {agent.server_url}, audio backend {audio.backend}", file=out
+    )
+    return 0
+
+
+__all__ = [
+    "API_KEY_ENV",
+    "DEFAULT_CONFIG_PATH",
+    "DEFAULT_SERVER_URL",
+    "SCHEMA",
+    "AgentConfig",
+    "AudioConfig",
+    "Config",
+    "ConversationConfig",
+    "LoggingConfig",
+    "OverridesConfig",
+    "Secret",
+    "check_config_main",
+    "default_config",
+    "load_config",
+    "parse_config",
+    "resolve_api_key",
+]

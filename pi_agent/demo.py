@@ -1,0 +1,87 @@
+"""`pi-agent demo`: the daemon's main job end to end, against the built-in simulator.
+
+Starts the simulator in-process on a free loopback port, then holds one conversation through the
+same code path as `pi-agent talk` with the `file` backend: a bundled speech recording is the
+microphone, a WAV file is the speaker. Prints the transcript with timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+from pi_agent.config import default_config
+from pi_agent.simulator import Simulator, SimulatorOptions
+from pi_agent.talk import exit_code, run_talk
+
+DEMO_AGENT_ID = "pi-agent-demo"
+# The simulator pings often so the demo shows a measured round trip within a few seconds.
+DEMO_PING_INTERVAL_S = 0.5
+
+
+def demo_recording() -> Path:
+    """Path of the bundled 16 kHz speech recording used as the microphone."""
+    return Path(str(resources.files("pi_agent") / "data" / "hello.wav"))
+
+
+def _ms(start: float | None, end: float | None) -> str:
+    if start is None or end is None:
+        return "n/a"
+    return f"{(end - start) * 1000:.0f} ms"
+
+
+async def run_demo(
+    output: Path, output_format: str, *, fast: bool = False, out: TextIO = sys.stdout
+) -> int:
+    """Run the demo conversation; returns the exit status."""
+    options = SimulatorOptions(
+        agent_ids=frozenset({DEMO_AGENT_ID}),
+        output_format=output_format,
+        ping_interval_s=DEMO_PING_INTERVAL_S,
+    )
+    async with Simulator(options) as sim:
+        await sim.start("127.0.0.1", 0)
+        print(f"simulator listening on {sim.url}", file=out)
+        cfg = default_config(
+            DEMO_AGENT_ID,
+            sim.url,
+            audio={
+                "backend": "file",
+                "input_file": str(demo_recording()),
+                "output_file": str(output),
+                "file_speed": 0.0 if fast else 1.0,
+            },
+        )
+        print(f"streaming {demo_recording().name} as the microphone ...", file=out)
+        reason, conv = await run_talk(cfg, out=out)
+        record = sim.conversations[-1] if sim.conversations else None
+    t = conv.timeline
+    print("", file=out)
+    print(f"result:              {reason}", file=out)
+    print(f"connect:             {_ms(t.start, t.connected)}", file=out)
+    print(f"metadata:            {_ms(t.connected, t.started)} after connecting", file=out)
+    print(
+        f"first agent audio:   {_ms(t.input_finished, t.first_audio_after_input)} "
+        "after the recording ended"
+        if t.first_audio_after_input is not None and t.input_finished is not None
+        else f"first agent audio:   {_ms(t.started, t.first_audio)} after metadata",
+        file=out,
+    )
+    rtt = conv.session.rtt_ms
+    measured = record.rtt_ms() if record is not None else []
+    rtt_text = f"{rtt:.1f} ms (server's ping_ms)" if rtt is not None else "n/a"
+    if measured:
+        rtt_text += f"; simulator measured median {sorted(measured)[len(measured) // 2]:.1f} ms"
+    print(f"round trip:          {rtt_text}", file=out)
+    print(f"microphone chunks:   {conv.chunks_sent} sent", file=out)
+    played = conv.session.counters.audio_samples
+    print(f"agent audio:         {played} samples written to {output}", file=out)
+    return exit_code(reason)
+
+
+def demo_main(output: Path, output_format: str, *, fast: bool = False) -> int:
+    """Entry point of `pi-agent demo`."""
+    return asyncio.run(run_demo(output.absolute(), output_format, fast=fast))
