@@ -186,52 +186,49 @@ def _audio_cross(values: Mapping[str, object]) -> Iterator[tuple[str, str]]:
         yield "input_file", "required when audio.backend is 'file'; expected the path of a WAV file"
 
 
-def _num(lo: float, hi: float) -> Number:
-    return Number(lo, hi)
-
-
-def _opt_text(expected: str = "a non-empty string") -> Nullable:
-    return Nullable(Text(expected))
-
+# Kinds too long for a one-line table row; the tables below are the whole schema.
+_ID = Text("a non-empty string without whitespace", no_space=True)
+_OPT_TEXT = Nullable(Text())
+_FIRST_MESSAGE = Nullable(Text("a string", allow_empty=True))
+_LANGUAGE = Nullable(
+    Text("a language code like 'en' or 'pt-br'", lower=True, pattern=r"[a-z]{2,3}(-[a-z0-9]{2,4})?")
+)
+_LEVEL = Choice("debug", "info", "warning", "error", fold_case=True)
 
 _OVERRIDES = Section(
     "override",
     OverridesConfig,
     [
-        Field("first_message", Nullable(Text("a string", allow_empty=True)), None,
-              "what the agent says first; '' makes it wait for the user"),
-        Field("language", Nullable(Text("a language code like 'en' or 'pt-br'", lower=True,
-                                        pattern=r"[a-z]{2,3}(-[a-z0-9]{2,4})?")), None,
-              "conversation language code, stored lower-case"),
-        Field("prompt", _opt_text(), None, "system prompt replacing the agent's"),
-        Field("llm", _opt_text(), None, "LLM name replacing the agent's"),
-        Field("voice_id", _opt_text(), None, "TTS voice replacing the agent's"),
-        Field("tts_speed", Nullable(_num(0.7, 1.2)), None, "speech speed (service range)"),
-        Field("tts_stability", Nullable(_num(0, 1)), None, "voice stability"),
-        Field("tts_similarity_boost", Nullable(_num(0, 1)), None, "voice similarity boost"),
+        Field("first_message", _FIRST_MESSAGE, None, "agent's first words; '' = wait for the user"),
+        Field("language", _LANGUAGE, None, "conversation language code, stored lower-case"),
+        Field("prompt", _OPT_TEXT, None, "system prompt replacing the agent's"),
+        Field("llm", _OPT_TEXT, None, "LLM name replacing the agent's"),
+        Field("voice_id", _OPT_TEXT, None, "TTS voice replacing the agent's"),
+        Field("tts_speed", Nullable(Number(0.7, 1.2)), None, "speech speed (service range)"),
+        Field("tts_stability", Nullable(Number(0, 1)), None, "voice stability"),
+        Field("tts_similarity_boost", Nullable(Number(0, 1)), None, "voice similarity boost"),
         Field("text_only", Nullable(Flag()), None, "text-only conversation (no audio)"),
     ],
-)  # fmt: skip
+)
 
 _AGENT = Section(
     "agent",
     AgentConfig,
     [
-        Field("agent_id", Text("a non-empty string without whitespace", no_space=True), None,
-              "the ElevenLabs agent id", required=True),
+        Field("agent_id", _ID, None, "the ElevenLabs agent id", required=True),
         Field("server_url", _WsUrl(), DEFAULT_SERVER_URL, "service base URL, stored without '/'"),
         Field("api_key_file", Nullable(FilePath()), None, "file holding the API key"),
         Field("tls_ca_file", Nullable(FilePath()), None, "CA bundle to trust instead of the OS's"),
-        Field("user_id", _opt_text(), None, "sent as user_id"),
+        Field("user_id", _OPT_TEXT, None, "sent as user_id"),
         Field("source", Text(), "unknown", "sent as source_info.source"),
-        Field("environment", _opt_text(), None, "agent environment to use"),
-        Field("connect_timeout_s", _num(1, 120), 10.0, "connect + handshake limit"),
+        Field("environment", _OPT_TEXT, None, "agent environment to use"),
+        Field("connect_timeout_s", Number(1, 120), 10.0, "connect + handshake limit"),
         Field("dynamic_variables", Variables(), MappingProxyType({}), "values for {{name}}"),
         Field("overrides", _OVERRIDES, _OVERRIDES.defaults(), "per-conversation overrides"),
         Field("custom_llm_extra_body", Nullable(JsonObject()), None, "passed to a custom LLM"),
     ],
     expected="a mapping with at least 'agent_id'",
-)  # fmt: skip
+)
 
 _AUDIO = Section(
     "audio",
@@ -240,21 +237,21 @@ _AUDIO = Section(
         Field("backend", Choice("pyaudio", "file"), "pyaudio", "sound card or WAV files"),
         Field("input_file", Nullable(FilePath()), None, "WAV played as the user (file backend)"),
         Field("output_file", Nullable(FilePath("parent")), None, "agent audio WAV; null = discard"),
-        Field("file_speed", _num(0, 100), 1.0, "input pacing; 1 = real time, 0 = no waiting"),
+        Field("file_speed", Number(0, 100), 1.0, "input pacing; 1 = real time, 0 = no waiting"),
         Field("input_device", Nullable(NameOrIndex()), None, "microphone; null = default"),
         Field("output_device", Nullable(NameOrIndex()), None, "speaker; null = default"),
         Field("chunk_ms", Number(10, 100, integer=True), 20, "audio chunk length"),
-        Field("volume", _num(0, 2), 1.0, "software output gain"),
+        Field("volume", Number(0, 2), 1.0, "software output gain"),
     ],
     cross=_audio_cross,
-)  # fmt: skip
+)
 
 _CONVERSATION = Section(
     "conversation",
     ConversationConfig,
     [
-        Field("max_duration_s", _num(1, 86400), 600.0, "hard limit for one conversation"),
-        Field("reply_timeout_s", _num(1, 600), 20.0, "wait for a reply after the input ended"),
+        Field("max_duration_s", Number(1, 86400), 600.0, "hard limit for one conversation"),
+        Field("reply_timeout_s", Number(1, 600), 20.0, "wait for a reply after the input ended"),
     ],
 )
 
@@ -262,9 +259,7 @@ _LOGGING = Section(
     "logging",
     LoggingConfig,
     [
-        Field(
-            "level", Choice("debug", "info", "warning", "error", fold_case=True), "info", "level"
-        ),
+        Field("level", _LEVEL, "info", "log level, stored lower-case"),
         Field("transcripts", Flag(), False, "log user/agent lines (privacy: off by default)"),
     ],
 )
@@ -289,9 +284,21 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     """
     ctx = Context(Path.cwd() if base_dir is None else Path(base_dir).expanduser())
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        config = _parse(text, ctx)
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_problem(exc, text)], source) from None
+    except RecursionError:
+        # PyYAML composes and constructs recursively; a hostile file must not crash us.
+        problem = f"line 1: the document is nested too deeply; expected {_ROOT_EXPECTED}"
+        raise ConfigError([problem], source) from None
+    if config is None:
+        raise ConfigError(ctx.problems, source)
+    return config
+
+
+def _parse(text: str, ctx: Context) -> Config | None:
+    """Compose and validate `text`; return None after recording problems in `ctx`."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
     if root is None:
         ctx.problem(1, "", f"the file is empty; expected {_ROOT_EXPECTED}")
     elif not isinstance(root, MappingNode):
@@ -299,13 +306,14 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
             what = wrong_type(ctx.construct(root)).what
         except Invalid as exc:
             what = exc.what
-        ctx.problem(line_of(root), "", f"the document is not a mapping: {what}; "
-                    f"expected {_ROOT_EXPECTED}")  # fmt: skip
+        ctx.problem(
+            line_of(root), "", f"the document is not a mapping: {what}; expected {_ROOT_EXPECTED}"
+        )
     else:
         config = ctx.parse(SCHEMA, root, "")
         if not ctx.problems and config is not BAD:
             return cast(Config, config)
-    raise ConfigError(ctx.problems, source)
+    return None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -314,9 +322,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         data = file.read_bytes()
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError([f"cannot read the file: {reason}; expected a readable YAML file"],
-                          str(file)) from None  # fmt: skip
+        problem = f"cannot read the file: {exc.strerror or exc}; expected a readable YAML file"
+        raise ConfigError([problem], str(file)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -356,7 +363,7 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
         line = text[: exc.position].count("\n") + 1
         char = chr(exc.character) if isinstance(exc.character, int) else exc.character
         return f"line {line}: character {char!r} is not allowed; expected printable text"
-    return f"line 1: invalid YAML: {exc}; expected valid YAML"  # fmt: skip
+    return f"line 1: invalid YAML: {exc}; expected valid YAML"
 
 
 class Secret:
@@ -406,12 +413,11 @@ def _read_key(path: Path) -> Secret:
     try:
         text = path.read_bytes().decode("utf-8-sig").strip()
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError([f"cannot read the API key file: {reason}; expected a readable file"],
-                          str(path)) from None  # fmt: skip
+        problem = f"cannot read the API key file: {exc.strerror or exc}; expected a readable file"
+        raise ConfigError([problem], str(path)) from None
     except UnicodeDecodeError:
-        raise ConfigError(["the API key file is not UTF-8 text; expected the API key on one line"],
-                          str(path)) from None  # fmt: skip
+        problem = "the API key file is not UTF-8 text; expected the API key on one line"
+        raise ConfigError([problem], str(path)) from None
     if not text:
         raise ConfigError(
             ["the API key file is empty; expected the API key on one line"], str(path)
@@ -427,11 +433,15 @@ def _checked_key(key: str, where: str, source: str) -> Secret:
     return Secret(key)
 
 
-def check_config_main(path: str | None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def check_config_main(
+    path: str | None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Validate the file at `path` (default /etc/pi-agent.yaml) without running anything.
 
-    Prints 'OK: <path>' and a summary to `out` and returns 0, or every problem to `err` and 78.
+    Prints 'OK: <path>' and a summary to `out` (default: the current sys.stdout) and returns 0,
+    or every problem to `err` (default: the current sys.stderr) and returns 78.
     """
+    out, err = out or sys.stdout, err or sys.stderr  # looked up now, so redirection works
     file = Path(path) if path else DEFAULT_CONFIG_PATH
     try:
         config = load_config(file)
@@ -447,23 +457,3 @@ def check_config_main(path: str | None, out: TextIO = sys.stdout, err: TextIO = 
         f"  agent {agent.agent_id} at {agent.server_url}, audio backend {audio.backend}", file=out
     )
     return 0
-
-
-__all__ = [
-    "API_KEY_ENV",
-    "DEFAULT_CONFIG_PATH",
-    "DEFAULT_SERVER_URL",
-    "SCHEMA",
-    "AgentConfig",
-    "AudioConfig",
-    "Config",
-    "ConversationConfig",
-    "LoggingConfig",
-    "OverridesConfig",
-    "Secret",
-    "check_config_main",
-    "default_config",
-    "load_config",
-    "parse_config",
-    "resolve_api_key",
-]

@@ -300,7 +300,7 @@ class Variables(Kind):
     """A mapping of identifier-like names to scalar values (str, int, float, bool); null = {}."""
 
     expected = "a mapping of names to strings, numbers or booleans"
-    name = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+    NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # what {{name}} placeholders can refer to
 
     def parse(self, node: Node, ctx: Context, path: str) -> object:
         if is_null(node):
@@ -309,7 +309,7 @@ class Variables(Kind):
             raise wrong_type(ctx.construct(node))
         items: dict[str, object] = {}
         for key, key_node, value_node, key_path in ctx.pairs(node, path):
-            if not self.name.fullmatch(key):
+            if not self.NAME.fullmatch(key):
                 text = f"{key!r} is not a valid name; expected letters, digits and '_'"
                 ctx.problem(line_of(key_node), key_path, text + ", not starting with a digit")
             items[key] = ctx.parse(_VARIABLE, value_node, key_path)

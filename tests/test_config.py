@@ -8,7 +8,8 @@ import io
 import json
 import os
 import pickle
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import MappingProxyType
 
@@ -28,7 +29,7 @@ from pi_agent.config import (
     parse_config,
     resolve_api_key,
 )
-from pi_agent.configschema import Section
+from pi_agent.configschema import Field, Flag, Section
 from pi_agent.errors import EX_CONFIG, ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pi-agent.yaml"
@@ -108,7 +109,7 @@ def test_minimal_config_gets_every_default() -> None:
     )
     assert (cfg.conversation.max_duration_s, cfg.conversation.reply_timeout_s) == (600.0, 20.0)
     assert (cfg.logging.level, cfg.logging.transcripts) == ("info", False)
-    assert cfg.source is None and DEFAULT_CONFIG_PATH == Path("/etc/pi-agent.yaml")
+    assert cfg.source is None and Path("/etc/pi-agent.yaml") == DEFAULT_CONFIG_PATH
 
 
 def test_empty_sections_mean_defaults() -> None:
@@ -126,59 +127,73 @@ def test_config_objects_are_frozen_and_slotted() -> None:
 
 # ---------------------------------------------------------------- per-key errors
 
+ID = "a non-empty string without whitespace"
+TEXT, OPT_TEXT = "a non-empty string", "a non-empty string, or null"
+FILE, OUT = "a readable file, or null", "a path in an existing folder, or null"
+DEVICE = "a device name (substring) or a non-negative index, or null"
+URL = "a URL like 'wss://api.elevenlabs.io' (ws:// only for loopback hosts)"
+VARS = "a mapping of names to strings, numbers or booleans"
+JSON = "a mapping of JSON values (strings, numbers, booleans, null, lists, mappings), or null"
+LANG = "a language code like 'en' or 'pt-br', or null"
+LEVELS = "one of 'debug', 'info', 'warning', 'error'"
+QUOTE = " (put it in quotes to make it a string)"
+SPEED, UNIT = "a number from 0.7 to 1.2", "a number from 0 to 1, or null"
+
+# (key path, YAML value, what is wrong, what is expected): at least one per schema key.
 BAD_VALUES = [
-    ("agent.agent_id", "'a b'", "'a b' contains whitespace; expected a non-empty string without whitespace"),
-    ("agent.agent_id", "42", "42 is an integer (put it in quotes to make it a string); expected a non-empty string without whitespace"),
-    ("agent.server_url", "wss://h/x", "'wss://h/x' has a path, query or fragment; expected a URL like 'wss://api.elevenlabs.io' (ws:// only for loopback hosts)"),
-    ("agent.api_key_file", "5", "5 is an integer (put it in quotes to make it a string); expected a readable file, or null"),
-    ("agent.tls_ca_file", "[a]", "['a'] is a list; expected a readable file, or null"),
-    ("agent.user_id", "''", "'' is empty; expected a non-empty string, or null"),
-    ("agent.source", "null", "no value (null); expected a non-empty string"),
-    ("agent.environment", "{x: 1}", "{'x': 1} is a mapping; expected a non-empty string, or null"),
-    ("agent.connect_timeout_s", "0.5", "0.5 is out of range; expected a number from 1 to 120"),
-    ("agent.connect_timeout_s", "true", "True is a boolean; expected a number from 1 to 120"),
-    ("agent.connect_timeout_s", "'10'", "'10' is a string; expected a number from 1 to 120"),
-    ("agent.dynamic_variables", "[a]", "['a'] is a list; expected a mapping of names to strings, numbers or booleans"),
-    ("agent.custom_llm_extra_body", "[1]", "[1] is a list; expected a mapping of JSON values (strings, numbers, booleans, null, lists, mappings), or null"),
-    ("agent.overrides.first_message", "5", "5 is an integer (put it in quotes to make it a string); expected a string, or null"),
-    ("agent.overrides.language", "english", "'english' is not valid; expected a language code like 'en' or 'pt-br', or null"),
-    ("agent.overrides.prompt", "''", "'' is empty; expected a non-empty string, or null"),
-    ("agent.overrides.llm", "yes", "True is a boolean (put it in quotes to make it a string); expected a non-empty string, or null"),
-    ("agent.overrides.voice_id", "[]", "[] is a list; expected a non-empty string, or null"),
-    ("agent.overrides.tts_speed", "1.5", "1.5 is out of range; expected a number from 0.7 to 1.2, or null"),
-    ("agent.overrides.tts_stability", "-0.1", "-0.1 is out of range; expected a number from 0 to 1, or null"),
-    ("agent.overrides.tts_similarity_boost", "high", "'high' is a string; expected a number from 0 to 1, or null"),
-    ("agent.overrides.text_only", "1", "1 is an integer; expected true or false, or null"),
-    ("audio.backend", "alsa", "'alsa' is not a valid choice; expected one of 'pyaudio', 'file'"),
-    ("audio.backend", "pyadio", "'pyadio' is not a valid choice (did you mean 'pyaudio'?); expected one of 'pyaudio', 'file'"),
-    ("audio.input_file", "7", "7 is an integer (put it in quotes to make it a string); expected a readable file, or null"),
-    ("audio.output_file", "true", "True is a boolean (put it in quotes to make it a string); expected a path in an existing folder, or null"),
-    ("audio.file_speed", "101", "101 is out of range; expected a number from 0 to 100"),
-    ("audio.input_device", "-1", "-1 is negative; expected a device name (substring) or a non-negative index, or null"),
-    ("audio.output_device", "1.5", "1.5 is a number; expected a device name (substring) or a non-negative index, or null"),
-    ("audio.output_device", "false", "False is a boolean; expected a device name (substring) or a non-negative index, or null"),
-    ("audio.chunk_ms", "5", "5 is out of range; expected an integer from 10 to 100"),
-    ("audio.chunk_ms", "20.0", "20.0 is a number; expected an integer from 10 to 100"),
-    ("audio.chunk_ms", "on", "True is a boolean; expected an integer from 10 to 100"),
-    ("audio.volume", ".nan", "nan is out of range; expected a number from 0 to 2"),
-    ("audio.volume", "2.5", "2.5 is out of range; expected a number from 0 to 2"),
-    ("conversation.max_duration_s", "86401", "86401 is out of range; expected a number from 1 to 86400"),
-    ("conversation.reply_timeout_s", "0", "0 is out of range; expected a number from 1 to 600"),
-    ("logging.level", "verbose", "'verbose' is not a valid choice; expected one of 'debug', 'info', 'warning', 'error'"),
-    ("logging.transcripts", "0", "0 is an integer; expected true or false"),
+    ("agent.agent_id", "'a b'", "'a b' contains whitespace", ID),
+    ("agent.agent_id", "42", f"42 is an integer{QUOTE}", ID),
+    ("agent.server_url", "wss://h/x", "'wss://h/x' has a path, query or fragment", URL),
+    ("agent.api_key_file", "5", f"5 is an integer{QUOTE}", FILE),
+    ("agent.tls_ca_file", "[a]", "['a'] is a list", FILE),
+    ("agent.user_id", "''", "'' is empty", OPT_TEXT),
+    ("agent.source", "null", "no value (null)", TEXT),
+    ("agent.environment", "{x: 1}", "{'x': 1} is a mapping", OPT_TEXT),
+    ("agent.connect_timeout_s", "0.5", "0.5 is out of range", "a number from 1 to 120"),
+    ("agent.connect_timeout_s", "true", "True is a boolean", "a number from 1 to 120"),
+    ("agent.connect_timeout_s", "'10'", "'10' is a string", "a number from 1 to 120"),
+    ("agent.dynamic_variables", "[a]", "['a'] is a list", VARS),
+    ("agent.custom_llm_extra_body", "[1]", "[1] is a list", JSON),
+    ("agent.overrides.first_message", "5", f"5 is an integer{QUOTE}", "a string, or null"),
+    ("agent.overrides.language", "english", "'english' is not valid", LANG),
+    ("agent.overrides.prompt", "''", "'' is empty", OPT_TEXT),
+    ("agent.overrides.llm", "yes", f"True is a boolean{QUOTE}", OPT_TEXT),
+    ("agent.overrides.voice_id", "[]", "[] is a list", OPT_TEXT),
+    ("agent.overrides.tts_speed", "1.5", "1.5 is out of range", f"{SPEED}, or null"),
+    ("agent.overrides.tts_stability", "-0.1", "-0.1 is out of range", UNIT),
+    ("agent.overrides.tts_similarity_boost", "high", "'high' is a string", UNIT),
+    ("agent.overrides.text_only", "1", "1 is an integer", "true or false, or null"),
+    ("audio.backend", "alsa", "'alsa' is not a valid choice", "one of 'pyaudio', 'file'"),
+    ("audio.backend", "pyadio", "'pyadio' is not a valid choice (did you mean 'pyaudio'?)",
+     "one of 'pyaudio', 'file'"),
+    ("audio.input_file", "7", f"7 is an integer{QUOTE}", FILE),
+    ("audio.output_file", "true", f"True is a boolean{QUOTE}", OUT),
+    ("audio.file_speed", "101", "101 is out of range", "a number from 0 to 100"),
+    ("audio.input_device", "-1", "-1 is negative", DEVICE),
+    ("audio.output_device", "1.5", "1.5 is a number", DEVICE),
+    ("audio.output_device", "false", "False is a boolean", DEVICE),
+    ("audio.chunk_ms", "5", "5 is out of range", "an integer from 10 to 100"),
+    ("audio.chunk_ms", "20.0", "20.0 is a number", "an integer from 10 to 100"),
+    ("audio.chunk_ms", "on", "True is a boolean", "an integer from 10 to 100"),
+    ("audio.volume", ".nan", "nan is out of range", "a number from 0 to 2"),
+    ("audio.volume", "2.5", "2.5 is out of range", "a number from 0 to 2"),
+    ("conversation.max_duration_s", "86401", "86401 is out of range", "a number from 1 to 86400"),
+    ("conversation.reply_timeout_s", "0", "0 is out of range", "a number from 1 to 600"),
+    ("logging.level", "verbose", "'verbose' is not a valid choice", LEVELS),
+    ("logging.transcripts", "0", "0 is an integer", "true or false"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("path", "value", "message"), BAD_VALUES)
+@pytest.mark.parametrize(("path", "value", "what", "expected"), BAD_VALUES)
 def test_bad_value_names_line_key_value_and_expectation(
-    path: str, value: str, message: str
+    path: str, value: str, what: str, expected: str
 ) -> None:
     text, line = one_key(path, value)
-    assert problems(text) == [f"line {line}: {path}: {message}"]
+    assert problems(text) == [f"line {line}: {path}: {what}; expected {expected}"]
 
 
 def test_every_key_has_a_bad_value_case() -> None:
-    assert set(schema_paths()) == {path for path, _, _ in BAD_VALUES}
+    assert set(schema_paths()) == {case[0] for case in BAD_VALUES}
 
 
 @pytest.mark.parametrize(
@@ -212,45 +227,57 @@ def test_valid_edge_values_are_converted(
 
 # ---------------------------------------------------------------- structure errors
 
+ROOT = "a mapping with an 'agent' section"
+TAB = "a tab character is not allowed here; expected spaces for indentation"
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("agent:\n  agent_id: a\naudoi: {}\n", "line 3: audoi: unknown key; did you mean 'audio'?"),
-        ("agent:\n  agnet_id: a\n  agent_id: a\n", "line 2: agent.agnet_id: unknown key; did you mean 'agent_id'?"),
-        ("agent:\n  agent_id: a\naudio:\n  chunkms: 20\n", "line 4: audio.chunkms: unknown key; did you mean 'chunk_ms'?"),
-        ("agent:\n  agent_id: a\n  overrides:\n    langauge: en\n", "line 4: agent.overrides.langauge: unknown key; did you mean 'language'?"),
-        ("agent:\n  agent_id: a\nlogging:\n  zzz: 1\n", "line 4: logging.zzz: unknown key; expected one of: level, transcripts"),
+        ("audoi: {}\n", "line 3: audoi: unknown key; did you mean 'audio'?"),
+        ("  agnet_id: a\n", "line 3: agent.agnet_id: unknown key; did you mean 'agent_id'?"),
+        ("audio:\n  chunkms: 20\n", "line 4: audio.chunkms: unknown key; did you mean 'chunk_ms'?"),
+        ("  overrides:\n    langauge: en\n",
+         "line 4: agent.overrides.langauge: unknown key; did you mean 'language'?"),
+        ("logging:\n  zzz: 1\n",
+         "line 4: logging.zzz: unknown key; expected one of: level, transcripts"),
     ],
 )  # fmt: skip
 def test_unknown_key_suggests_close_match_or_lists_keys(text: str, expected: str) -> None:
-    assert problems(text) == [expected]
+    assert problems("agent:\n  agent_id: a\n" + text) == [expected]
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("agent:\n  agent_id: a\n  agent_id: b\n", "line 3: agent.agent_id: duplicate key (first defined on line 2); expected each key once"),
-        ("agent: {agent_id: a}\naudio: {}\naudio: {}\n", "line 3: audio: duplicate key (first defined on line 2); expected each key once"),
+        ("agent:\n  agent_id: a\n  agent_id: b\n", "line 3: agent.agent_id"),
+        ("agent: {agent_id: a}\naudio: {}\naudio: {}\n", "line 3: audio"),
     ],
-)  # fmt: skip
+)
 def test_duplicate_key_names_both_lines(text: str, expected: str) -> None:
-    assert problems(text) == [expected]
+    dup = "duplicate key (first defined on line 2); expected each key once"
+    assert problems(text) == [f"{expected}: {dup}"]
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", "line 1: the file is empty; expected a mapping with an 'agent' section"),
-        ("# only a comment\n", "line 1: the file is empty; expected a mapping with an 'agent' section"),
-        ("- agent\n", "line 1: the document is not a mapping: ['agent'] is a list; expected a mapping with an 'agent' section"),
-        ("hello\n", "line 1: the document is not a mapping: 'hello' is a string; expected a mapping with an 'agent' section"),
-        ("agent:\n\tagent_id: a\n", "line 2, column 1: a tab character is not allowed here; expected spaces for indentation"),
-        ("agent:\n  agent_id:\ta\n", "line 2, column 12: a tab character is not allowed here; expected spaces for indentation"),
-        ("audio: {}\n", "line 1: agent: missing required section; expected a mapping with at least 'agent_id'"),
-        ("audio: {}\nagent:\n  source: x\n", "line 3: agent.agent_id: missing required key; expected a non-empty string without whitespace"),
-        ("agent:\n  agent_id: a\n  1: x\n", "line 3: agent: key 1 is an integer; expected string keys"),
+        ("", f"line 1: the file is empty; expected {ROOT}"),
+        ("# only a comment\n", f"line 1: the file is empty; expected {ROOT}"),
+        ("- a\n", f"line 1: the document is not a mapping: ['a'] is a list; expected {ROOT}"),
+        ("hello\n", f"line 1: the document is not a mapping: 'hello' is a string; expected {ROOT}"),
+        ("agent:\n\tagent_id: a\n", f"line 2, column 1: {TAB}"),
+        ("agent:\n  agent_id:\ta\n", f"line 2, column 12: {TAB}"),
+        ("audio: {}\n",
+         "line 1: agent: missing required section; expected a mapping with at least 'agent_id'"),
+        ("audio: {}\nagent:\n  source: x\n",
+         f"line 2: agent.agent_id: missing required key; expected {ID}"),
+        ("agent:\n  agent_id: a\n  1: x\n",
+         "line 3: agent: key 1 is an integer; expected string keys"),
         ("agent: \u0007\n", "line 1: character '\\x07' is not allowed; expected printable text"),
+        ("agent: {agent_id: a}\n<<: {audio: {}}\n",
+         "line 2: merge keys ('<<') are not supported; expected plain keys"),
+        ("[" * 5000 + "]" * 5000, f"line 1: the document is nested too deeply; expected {ROOT}"),
     ],
 )  # fmt: skip
 def test_document_level_errors(text: str, expected: str) -> None:
@@ -260,9 +287,12 @@ def test_document_level_errors(text: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("agent:\n  agent_id: \"a\n", "line 3, column 1: invalid YAML: found unexpected end of stream (while scanning a quoted scalar started on line 2)"),
-        ("agent:\n  agent_id: a: b\n", "line 2, column 14: invalid YAML: mapping values are not allowed here"),
-        ("agent: {agent_id: a}\n---\nagent: {agent_id: b}\n", "line 2, column 1: invalid YAML: but found another document"),
+        ("agent:\n  agent_id: \"a\n", "line 3, column 1: invalid YAML: found unexpected end "
+         "of stream (while scanning a quoted scalar started on line 2)"),
+        ("agent:\n  agent_id: a: b\n",
+         "line 2, column 14: invalid YAML: mapping values are not allowed here"),
+        ("agent: {agent_id: a}\n---\nagent: {agent_id: b}\n",
+         "line 2, column 1: invalid YAML: but found another document"),
     ],
 )  # fmt: skip
 def test_yaml_syntax_error_names_line_column_and_problem(text: str, fragment: str) -> None:
@@ -278,23 +308,34 @@ def test_unsafe_tags_are_refused_not_executed(tmp_path: Path) -> None:
         "line 2: agent.agent_id: the value cannot be read (could not determine"
     )
     assert problems("agent: !!python/object:os.system {agent_id: a}\n") == [
-        "line 1: agent: unsupported tag 'tag:yaml.org,2002:python/object:os.system'; expected no tag"
+        "line 1: agent: unsupported tag 'tag:yaml.org,2002:python/object:os.system'; "
+        "expected no tag"
     ]
     assert not marker.exists()
+
+
+def test_schema_table_must_match_its_dataclass() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Two:
+        a: int
+        b: int
+
+    with pytest.raises(TypeError, match="does not match Two"):
+        Section("two", Two, [Field("a", Flag())])
 
 
 def test_all_problems_are_reported_at_once_in_line_order() -> None:
     text = "logging:\n  level: loud\naudio:\n  chunk_ms: 1\n  volume: -1\nagent:\n  source: ''\n"
     found = problems(text)
     assert [p.split(":")[0] for p in found] == ["line 2", "line 4", "line 5", "line 6", "line 7"]
-    assert found[3] == (
-        "line 6: agent.agent_id: missing required key; expected a non-empty string without whitespace"
-    )
+    assert found[3] == f"line 6: agent.agent_id: missing required key; expected {ID}"
     with pytest.raises(ConfigError, match=r"^cfg: 5 problems:\n  - line 2: logging.level"):
         parse_config(text, source="cfg")
 
 
 # ---------------------------------------------------------------- server_url
+
+LOOPBACK = "ws:// is only allowed for loopback hosts; use wss://"
 
 
 @pytest.mark.parametrize(
@@ -315,10 +356,10 @@ def test_server_url_accepted_and_stored_without_trailing_slash(url: str, stored:
 @pytest.mark.parametrize(
     ("url", "fragment"),
     [
-        ("ws://example.com", "'ws://example.com' is refused (ws:// is only allowed for loopback hosts; use wss://)"),
-        ("ws://10.0.0.2:8765", "ws:// is only allowed for loopback hosts; use wss://"),
-        ("ws://localhost.example.com", "ws:// is only allowed for loopback hosts; use wss://"),
-        ("https://api.elevenlabs.io", "is not a WebSocket URL (did you mean 'wss://api.elevenlabs.io'?)"),
+        ("ws://example.com", f"'ws://example.com' is refused ({LOOPBACK})"),
+        ("ws://10.0.0.2:8765", LOOPBACK),
+        ("ws://localhost.example.com", LOOPBACK),
+        ("https://api.elevenlabs.io", "not a WebSocket URL (did you mean 'wss://api.elevenlabs.io'?)"),
         ("http://127.0.0.1:8765", "(did you mean 'wss://127.0.0.1:8765'?)"),
         ("wss://h/v1/convai", "has a path, query or fragment"),
         ("wss://h?x=1", "has a path, query or fragment"),
@@ -333,9 +374,7 @@ def test_server_url_refused(url: str, fragment: str) -> None:
     [problem] = problems(f"agent:\n  agent_id: a\n  server_url: '{url}'\n")
     assert problem.startswith("line 3: agent.server_url: ")
     assert fragment in problem
-    assert problem.endswith(
-        "; expected a URL like 'wss://api.elevenlabs.io' (ws:// only for loopback hosts)"
-    )
+    assert problem.endswith(f"; expected {URL}")
 
 
 def test_server_url_password_is_never_echoed() -> None:
@@ -383,11 +422,15 @@ def test_missing_files_are_reported_with_the_resolved_path(tmp_path: Path) -> No
     )
     t = str(tmp_path)
     assert problems(text, base_dir=tmp_path) == [
-        f"line 3: agent.api_key_file: 'key' (resolved to '{t}/key') does not exist; expected a readable file, or null",
-        f"line 4: agent.tls_ca_file: 'ca.pem' (resolved to '{t}/ca.pem') does not exist; expected a readable file, or null",
-        f"line 7: audio.input_file: 'dir.wav' (resolved to '{t}/dir.wav') is not a regular file; expected a readable file, or null",
-        f"line 8: audio.output_file: 'nowhere/out.wav' (resolved to '{t}/nowhere/out.wav'): folder '{t}/nowhere' does not exist; expected a path in an existing folder, or null",
-    ]  # fmt: skip
+        f"line 3: agent.api_key_file: 'key' (resolved to '{t}/key') does not exist; "
+        f"expected {FILE}",
+        f"line 4: agent.tls_ca_file: 'ca.pem' (resolved to '{t}/ca.pem') does not exist; "
+        f"expected {FILE}",
+        f"line 7: audio.input_file: 'dir.wav' (resolved to '{t}/dir.wav') is not a regular file; "
+        f"expected {FILE}",
+        f"line 8: audio.output_file: 'nowhere/out.wav' (resolved to '{t}/nowhere/out.wav'): "
+        f"folder '{t}/nowhere' does not exist; expected {OUT}",
+    ]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can read a mode 000 file")
@@ -422,7 +465,8 @@ def test_dynamic_variables_are_immutable_and_checked() -> None:
 
 
 def test_custom_llm_extra_body_passes_json_through_frozen() -> None:
-    text = "agent:\n  agent_id: a\n  custom_llm_extra_body:\n    temperature: 0.2\n    tags: [a, {b: null}]\n"
+    text = "agent:\n  agent_id: a\n  custom_llm_extra_body:\n"
+    text += "    temperature: 0.2\n    tags: [a, {b: null}]\n"
     cfg = parse_config(text)
     assert json.dumps(cfg.agent.custom_llm_extra_body_dict()) == (
         '{"temperature": 0.2, "tags": ["a", {"b": null}]}'
@@ -460,9 +504,11 @@ def test_custom_llm_extra_body_refuses_non_json_and_alias_bombs() -> None:
         (lambda p: p.write_bytes(b"agent:\n  agent_id: \xff\n"), "line 2: byte 0xff is not UTF-8"),
     ],
 )
-def test_read_errors_name_the_path(make: object, reason: str, tmp_path: Path) -> None:
+def test_read_errors_name_the_path(
+    make: Callable[[Path], object], reason: str, tmp_path: Path
+) -> None:
     path = tmp_path / "pi.yaml"
-    make(path)  # type: ignore[operator]
+    make(path)
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.source == str(path)
@@ -504,7 +550,9 @@ def test_empty_or_unusable_key_files_are_config_errors(tmp_path: Path) -> None:
     assert str(info.value) == f"{key}: the API key file is empty; expected the API key on one line"
     key.unlink()
     key.mkdir()
-    with pytest.raises(ConfigError, match=rf"^{key}: cannot read the API key file: Is a directory"):
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(key))}: cannot read the API key file: Is a directory"
+    ):
         resolve_api_key(agent, {})
     assert resolve_api_key(default_config("a").agent, {"ELEVENLABS_API_KEY": "  "}) is None
 
@@ -570,6 +618,16 @@ def test_check_config_ok(tmp_path: Path) -> None:
     assert err.getvalue() == ""
 
 
+def test_check_config_writes_to_the_current_std_streams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert check_config_main(str(_write(tmp_path, "agent: {agent_id: a}\n"))) == 0
+    assert check_config_main(str(tmp_path)) == 78
+    captured = capsys.readouterr()
+    assert captured.out.startswith("OK: ")
+    assert captured.err.startswith(f"{tmp_path}: invalid configuration (1 problem)")
+
+
 def test_check_config_invalid_prints_every_problem(tmp_path: Path) -> None:
     path = _write(tmp_path, "agent:\n  agent_id: a\naudio:\n  chunk_ms: 5\n  volume: x\n")
     out, err = io.StringIO(), io.StringIO()
@@ -603,5 +661,5 @@ def test_default_config_and_for_agent_validate_like_a_file(tmp_path: Path) -> No
     cfg = default_config("a", logging={"transcripts": True}, agent={"dynamic_variables": {"x": 1}})
     assert cfg.logging.transcripts and cfg.agent.dynamic_variables == {"x": 1}
     assert isinstance(cfg.agent, AgentConfig)
-    with pytest.raises(ConfigError, match="audio.chunk_ms: 1 is out of range"):
+    with pytest.raises(ConfigError, match=r"audio\.chunk_ms: 1 is out of range"):
         Config.for_agent("a", chunk_ms=1)
