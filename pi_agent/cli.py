@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fast", action="store_true", help="stream the recording as fast as possible"
     )
 
-    from pi_agent.simulator.server import add_arguments
+    from pi_agent.simulator.cli import add_arguments
 
     simulate = sub.add_parser("simulate", help="run the local Agents-compatible simulator")
     add_arguments(simulate)
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_config_main(str(path))
         if args.command == "simulate":
             setup_logging(level or "info")
-            from pi_agent.simulator.server import run_from_args
+            from pi_agent.simulator.cli import run_from_args
 
             return run_from_args(args)
         if args.command == "demo":

@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
+from pi_agent.audio import formats
+from pi_agent.audio.wavfile import read_wav
 from pi_agent.config import default_config
 from pi_agent.simulator import Simulator, SimulatorOptions
 from pi_agent.talk import exit_code, run_talk
@@ -20,11 +22,25 @@ from pi_agent.talk import exit_code, run_talk
 DEMO_AGENT_ID = "pi-agent-demo"
 # The simulator pings often so the demo shows a measured round trip within a few seconds.
 DEMO_PING_INTERVAL_S = 0.5
+# Frames louder than this count as speech when timing the reply (the simulator uses -40 too).
+SPEECH_DBFS = -40.0
 
 
 def demo_recording() -> Path:
     """Path of the bundled 16 kHz speech recording used as the microphone."""
     return Path(str(resources.files("pi_agent") / "data" / "hello.wav"))
+
+
+def speech_end_s(path: Path) -> float:
+    """Where the last 20 ms frame louder than SPEECH_DBFS ends in a recording, in seconds."""
+    samples, rate = read_wav(path)
+    frame = rate // 50
+    loud = [
+        i
+        for i in range(0, len(samples) - frame + 1, frame)
+        if formats.rms_dbfs(samples[i : i + frame]) > SPEECH_DBFS
+    ]
+    return (loud[-1] + frame) / rate if loud else 0.0
 
 
 def _ms(start: float | None, end: float | None) -> str:
@@ -43,7 +59,6 @@ async def run_demo(
         ping_interval_s=DEMO_PING_INTERVAL_S,
     )
     async with Simulator(options) as sim:
-        await sim.start("127.0.0.1", 0)
         print(f"simulator listening on {sim.url}", file=out)
         cfg = default_config(
             DEMO_AGENT_ID,
@@ -63,15 +78,18 @@ async def run_demo(
     print(f"result:              {reason}", file=out)
     print(f"connect:             {_ms(t.start, t.connected)}", file=out)
     print(f"metadata:            {_ms(t.connected, t.started)} after connecting", file=out)
-    print(
-        f"first agent audio:   {_ms(t.input_finished, t.first_audio_after_input)} "
-        "after the recording ended"
-        if t.first_audio_after_input is not None and t.input_finished is not None
-        else f"first agent audio:   {_ms(t.started, t.first_audio)} after metadata",
-        file=out,
-    )
+    if fast:
+        print(f"first agent audio:   {_ms(t.started, t.first_audio)} after metadata", file=out)
+    else:
+        # The recording plays in real time from t.start, so its speech ends at a known moment.
+        speech_end = t.start + speech_end_s(demo_recording())
+        print(
+            f"first agent audio:   {_ms(speech_end, t.first_audio)} after the speech ended "
+            "(includes the simulator's end-of-turn wait of about 0.5 s)",
+            file=out,
+        )
     rtt = conv.session.rtt_ms
-    measured = record.rtt_ms() if record is not None else []
+    measured = record.rtts_ms if record is not None else []
     rtt_text = f"{rtt:.1f} ms (server's ping_ms)" if rtt is not None else "n/a"
     if measured:
         rtt_text += f"; simulator measured median {sorted(measured)[len(measured) // 2]:.1f} ms"
