@@ -176,7 +176,10 @@ class Conversation:
         return reason
 
     async def _converse(self, ws: ClientConnection, watch: Watch | None) -> EndReason:
-        await ws.send(p.encode(self.init))
+        # A server that refuses the conversation (unknown agent, bad token) may close before the
+        # init is out; the error event it sent first is still read by the receiver below.
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(p.encode(self.init))
         tasks: list[asyncio.Task[None]] = []
         receiver = asyncio.create_task(self._receive(ws), name="receive")
         try:
@@ -227,9 +230,12 @@ class Conversation:
 
     @staticmethod
     async def _stop_task(task: asyncio.Task[None]) -> None:
+        """Cancel a helper task and wait for it; our own cancellation still propagates."""
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait([task])
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if not isinstance(exc, ConnectionClosed):  # the link ended first: expected
+                log.error("task %s failed: %r", task.get_name(), exc)
 
     def _closed_reason(self, ws: ClientConnection) -> EndReason:
         rcvd = ws.protocol.close_rcvd
