@@ -233,9 +233,9 @@ class Conversation:
         """Cancel a helper task and wait for it; our own cancellation still propagates."""
         task.cancel()
         await asyncio.wait([task])
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            if not isinstance(exc, ConnectionClosed):  # the link ended first: expected
-                log.error("task %s failed: %r", task.get_name(), exc)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and not isinstance(exc, ConnectionClosed):  # link ending: expected
+            log.error("task %s failed: %r", task.get_name(), exc)
 
     def _closed_reason(self, ws: ClientConnection) -> EndReason:
         rcvd = ws.protocol.close_rcvd

@@ -21,7 +21,7 @@ from pi_agent.audio.wavfile import read_wav, write_wav
 from pi_agent.client import Conversation
 from pi_agent.config import Config, default_config
 from pi_agent.link import LinkSettings
-from pi_agent.session import EndKind
+from pi_agent.session import EndKind, EndReason
 from pi_agent.simulator import (
     Close,
     Echo,
@@ -192,10 +192,8 @@ def test_pong_is_immediate_while_audio_and_tools_are_stuck(tmp_path: Path) -> No
             )
             run_task = asyncio.create_task(conv.run())
             record = await sim.next_conversation()
-            async with asyncio.timeout(20):
-                while not record.ended:
-                    await asyncio.sleep(0.05)
-            conv.end(client_mod.EndReason(EndKind.LOCAL, "test over"))
+            await record.wait_ended(20)
+            conv.end(EndReason(EndKind.LOCAL, "test over"))
             run_task.cancel()
             await asyncio.gather(run_task, return_exceptions=True)
         assert record.scenario_error is None, record.scenario_error
@@ -231,7 +229,10 @@ def test_interruption_drops_queued_and_stale_audio(tmp_path: Path) -> None:
         played, rate = read_wav(tmp_path / "out.wav")
         frame = rate // 10
         peaks = [peak_hz(played[i : i + frame], rate) for i in range(0, len(played) - frame, frame)]
-        near = lambda f: sum(1 for x in peaks if abs(x - f) < 30)  # noqa: E731
+
+        def near(freq: float) -> int:
+            return sum(1 for x in peaks if abs(x - freq) < 30)
+
         assert near(880) == 0  # the stale audio never played
         assert 8 <= near(1320) <= 10  # the whole reply played
         assert 1 <= near(440) <= 6  # the interrupted audio stopped early, not after 3 s
