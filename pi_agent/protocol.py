@@ -108,7 +108,7 @@ class Message:
         return {"type": self.TYPE, self.PAYLOAD: self.payload()}
 
 
-def encode(message: Message | UnknownMessage | JSON) -> str:
+def encode(message: Message | UserAudioChunk | UnknownMessage | JSON) -> str:
     """Serialise one message to a compact JSON text frame."""
     data = message if isinstance(message, dict) else message.to_wire()
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -27,11 +27,16 @@ ensure_debs() {
     command -v apt-get >/dev/null 2>&1 \
         || die "missing system packages: ${missing[*]}; this is not a Debian system, install their equivalents and retry"
     say "installing Debian packages: ${missing[*]}"
-    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
-           as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-               "${missing[@]}" >&2; }; then
+    local aptlog
+    aptlog=$(mktemp)
+    if ! { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+           as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+               "${missing[@]}"; } >"$aptlog" 2>&1; then
+        tail -n 5 "$aptlog" >&2
+        rm -f "$aptlog"
         die "could not install the Debian packages ${missing[*]} (needs root or sudo, and a reachable package mirror). Install them with: sudo apt-get install ${missing[*]}   then run this command again."
     fi
+    rm -f "$aptlog"
 }
 
 # ensure_python: a Python >= 3.11 that can make venvs.
