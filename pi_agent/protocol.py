@@ -282,6 +282,8 @@ class Ping(Message):
     PAYLOAD = "ping_event"
     event_id: int
     ping_ms: int | float | None = None
+    # Nullable, not optional: the Python SDK reads event["ping_ms"] unconditionally.
+    KEEP_NONE = frozenset({"ping_ms"})
 
 
 @dataclass(frozen=True, slots=True)

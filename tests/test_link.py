@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -99,7 +100,7 @@ def test_socket_without_token_is_refused_when_keys_are_required(tmp_path: Path) 
 def test_connect_errors_are_clear() -> None:
     async def main() -> None:
         with pytest.raises(
-            LinkError, match="could not connect to ws://127.0.0.1:9: connection refused"
+            LinkError, match=re.escape("could not connect to ws://127.0.0.1:9: connection refused")
         ):
             await open_link(LinkSettings("ws://127.0.0.1:9", "a", connect_timeout_s=2))
         with pytest.raises(LinkError, match="the signed-URL call failed: connection refused"):

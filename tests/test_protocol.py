@@ -105,6 +105,9 @@ def test_server_messages_round_trip_and_match_contract(message: Any) -> None:
     text = p.encode(message)
     assert p.parse_server_message(text) == message
     wire = json.loads(text)
+    if wire["type"] == "ping" and wire["ping_event"]["ping_ms"] is None:
+        # The 2026 contract (reference 3) makes ping_ms nullable; the 2025 file says integer.
+        del wire["ping_event"]["ping_ms"]
     if asyncapi.covered_by_contract(wire["type"]):
         asyncapi.validate_server_message(wire)
 

@@ -287,7 +287,8 @@ class EchoAgent:
             recent = np.concatenate(self._turn_frames[-(VAD_SCORE_INTERVAL_MS // FRAME_MS) :])
             score = vad_score(formats.rms_dbfs(recent), self.config.threshold_dbfs)
             self._outbox.append(protocol.VadScore(vad_score=score))
-        if self.config.tentative_transcripts and count % (TENTATIVE_INTERVAL_MS // FRAME_MS) == 0:
+        tentative_due = count % (TENTATIVE_INTERVAL_MS // FRAME_MS) == 0
+        if self.config.tentative_transcripts and speech and tentative_due:
             text = f"({self._speech_s():.1f} seconds of speech so far)"
             self._outbox.append(protocol.TentativeUserTranscript(text, event_id=self._turn_id))
         if self._silent_frames * FRAME_MS >= TURN_END_SILENCE_MS or count * FRAME_MS >= MAX_TURN_MS:

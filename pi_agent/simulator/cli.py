@@ -12,7 +12,13 @@ from typing import NoReturn
 from pi_agent.audio import formats
 from pi_agent.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
 from pi_agent.simulator.scenario import ScenarioError, load_scenario
-from pi_agent.simulator.server import SimulatorOptions, serve_forever
+from pi_agent.simulator.server import (
+    AUDIO_CHUNK_MS,
+    PING_INTERVAL_S,
+    SPEAK_RATE,
+    SimulatorOptions,
+    serve_forever,
+)
 
 DEFAULT_PORT = 8765  # a fixed default so a config's server_url can name it; --port 0 picks one
 PROG = "pi-agent simulate"
@@ -42,15 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-format", default="pcm_16000", help=f"user audio format: {names}")
     parser.add_argument("--output-format", default="pcm_16000", help=f"agent audio format: {names}")
     parser.add_argument(
-        "--ping-interval", type=float, default=2.0, metavar="S", help="seconds, 0 = off"
+        "--ping-interval", type=float, default=PING_INTERVAL_S, metavar="S", help="seconds, 0 = off"
     )
     parser.add_argument(
-        "--audio-chunk-ms", type=int, default=250, metavar="MS", help="agent audio event size"
+        "--audio-chunk-ms",
+        type=int,
+        default=AUDIO_CHUNK_MS,
+        metavar="MS",
+        help="agent audio event size",
     )
     parser.add_argument(
         "--speak-rate",
         type=float,
-        default=2.0,
+        default=SPEAK_RATE,
         help="agent audio speed vs real time, 0 = all at once",
     )
     parser.add_argument(
@@ -118,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point: parse argv, log to stderr, serve."""
     parser = _Parser(prog=PROG, description="Local ElevenLabs Agents-compatible server.")
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (64): return it as the status
+        return exc.code if isinstance(exc.code, int) else EX_USAGE
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_from_args(args)

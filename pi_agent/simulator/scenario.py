@@ -1,9 +1,9 @@
 """Scripted conversations: steps that make the simulator send any message sequence.
 
-A `Scenario` runs after `conversation_initiation_metadata` (or instead of it, with
-`send_metadata=False` plus an optional `SendMetadata` step placed anywhere). Load one from
-JSON/YAML-shaped data with `Scenario.from_data`; each step is a one-key mapping, the key naming
-the step kind, or a bare string for a kind without parameters:
+A `Scenario` (run by the server's session) starts after `conversation_initiation_metadata`, or
+instead of it with `send_metadata=False` plus an optional `SendMetadata` step placed anywhere.
+Load one from JSON/YAML-shaped data with `Scenario.from_data`; each step is a one-key mapping,
+the key naming the step kind, or a bare string for a kind without parameters:
 
     [{"send": {"type": "ping", "ping_event": {"event_id": 7}}},
      {"wait_for": {"type": "pong", "timeout_s": 2}},
@@ -12,7 +12,6 @@ the step kind, or a bare string for a kind without parameters:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -20,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -30,9 +29,10 @@ from pi_agent import protocol
 from pi_agent.audio import formats
 from pi_agent.audio.formats import AudioFormat
 from pi_agent.errors import PiAgentError
-from pi_agent.simulator.agent import TONE_LEVEL_DBFS, due_offsets, split_chunks, tone
+from pi_agent.simulator.agent import TONE_LEVEL_DBFS, tone
 
 Int16Array = npt.NDArray[np.int16]
+Sendable: TypeAlias = protocol.Message | protocol.UnknownMessage | dict[str, Any]
 
 DEFAULT_WAIT_FOR_TIMEOUT_S = 5.0  # long enough for any loopback client, short enough for tests
 MAX_WAIT_S = 3600.0  # a longer wait is a typo (ms for s), not a test
@@ -51,7 +51,7 @@ class ScenarioError(PiAgentError, ValueError):
 class Send:
     """Send a protocol message object, or a raw dict encoded as JSON as it is."""
 
-    message: protocol.Message | protocol.UnknownMessage | dict[str, Any]
+    message: Sendable
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,12 @@ class SendAudio:
     event_id: int = 1
     chunk_ms: int | None = None  # None: the simulator's audio_chunk_ms
     paced: bool = True  # False: all chunks at once, whatever speak_rate says
+
+    def audio(self, fmt: AudioFormat) -> Int16Array:
+        """The samples this step sends: its own, or its tone at the format's rate."""
+        if self.samples is not None:
+            return np.asarray(self.samples, dtype=np.int16)
+        return tone(self.tone_hz, self.duration_s, fmt.sample_rate, self.level_dbfs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,20 +201,19 @@ def _bool(value: object, what: str) -> bool:
     return value
 
 
-def _number(value: object, what: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ScenarioError(f"{what} must be a number, got {value!r}")
+def _number(value: object, what: str, low: float, high: float, kind: type = float) -> Any:
+    ok = int if kind is int else int | float
+    if isinstance(value, bool) or not isinstance(value, ok) or not math.isfinite(value):
+        raise ScenarioError(
+            f"{what} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+        )
     if not low <= value <= high:
         raise ScenarioError(f"{what} must be between {low:g} and {high:g}, got {value!r}")
-    return float(value)
+    return kind(value)
 
 
 def _int(value: object, what: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ScenarioError(f"{what} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ScenarioError(f"{what} must be between {low} and {high}, got {value!r}")
-    return value
+    return int(_number(value, what, low, high, int))
 
 
 def _str(value: object, what: str) -> str:
@@ -351,88 +356,3 @@ def _parse_step(index: int, raw: object) -> Step:
             f"step {index}: unknown kind {kind!r}; expected one of: {', '.join(_KINDS)}"
         )
     return _KINDS[kind][1](value, f"step {index} ({kind})")
-
-
-# ---------------------------------------------------------------------------------- running
-
-
-class ScenarioContext(Protocol):
-    """What a running scenario needs from the server's conversation."""
-
-    output_format: AudioFormat
-    audio_chunk_ms: int
-    speak_rate: float
-
-    async def send(
-        self, message: protocol.Message | protocol.UnknownMessage | dict[str, Any]
-    ) -> None:
-        """Send one message as JSON and record it."""
-
-    async def send_raw(self, data: str | bytes) -> None:
-        """Send one frame exactly as given and record it."""
-
-    async def send_metadata(self, step: SendMetadata) -> None:
-        """Send conversation_initiation_metadata."""
-
-    async def ping(self) -> None:
-        """Send a recorded ping now."""
-
-    async def wait_for(self, message_type: str, timeout_s: float) -> bool:
-        """Whether a client message of that type arrived (after the previous match) in time."""
-
-    async def close(self, code: int, reason: str) -> None:
-        """Close the conversation."""
-
-    async def start_echo(self) -> None:
-        """Hand the conversation to the echo agent."""
-
-
-def step_audio(step: SendAudio, fmt: AudioFormat) -> Int16Array:
-    """The samples a SendAudio step sends: its own, or its tone at the format's rate."""
-    if step.samples is not None:
-        return np.asarray(step.samples, dtype=np.int16)
-    return tone(step.tone_hz, step.duration_s, fmt.sample_rate, step.level_dbfs)
-
-
-async def run_scenario(scenario: Scenario, ctx: ScenarioContext) -> str | None:
-    """Run every step; returns None, or why the scenario failed (the context is closed then)."""
-    for index, step in enumerate(scenario.steps, 1):
-        match step:
-            case Send(message=message):
-                await ctx.send(message)
-            case SendRaw(data=data):
-                await ctx.send_raw(data)
-            case SendAudio():
-                await _send_audio_step(step, ctx)
-            case SendMetadata():
-                await ctx.send_metadata(step)
-            case Wait(seconds=seconds):
-                await asyncio.sleep(seconds)
-            case WaitFor(message_type=kind, timeout_s=timeout_s, required=required):
-                if not await ctx.wait_for(kind, timeout_s) and required:
-                    why = f"scenario step {index}: no {kind} within {timeout_s:g} s"
-                    await ctx.close(protocol.CLOSE_INTERNAL, why)
-                    return why
-            case SendPing():
-                await ctx.ping()
-            case Close(code=code, reason=reason):
-                await ctx.close(code, reason)
-            case Echo():
-                await ctx.start_echo()
-    return None
-
-
-async def _send_audio_step(step: SendAudio, ctx: ScenarioContext) -> None:
-    fmt = ctx.output_format
-    data = formats.encode(step_audio(step, fmt), fmt)
-    chunks = split_chunks(data, fmt, step.chunk_ms or ctx.audio_chunk_ms)
-    rate = ctx.speak_rate if step.paced else 0.0
-    offsets = due_offsets([fmt.duration_s(len(c)) for c in chunks], rate)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for chunk, offset in zip(chunks, offsets, strict=True):
-        delay = start + offset - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        encoded = base64.b64encode(chunk).decode("ascii")
-        await ctx.send(protocol.Audio(audio_base_64=encoded, event_id=step.event_id))

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from pi_agent.audio import formats
+from pi_agent.simulator.agent import SPEECH_THRESHOLD_DBFS
 from pi_agent.simulator.records import ConversationRecord
 from pi_agent.simulator.scenario import Scenario
 from pi_agent.simulator.session import Session
@@ -39,6 +41,11 @@ TOKEN_BYTES = 24  # 192 random bits per single-use token
 MAX_FRAME_BYTES = 16 * 1024 * 1024  # reference 1.4: the service's stated maximum frame size
 CLOSE_TIMEOUT_S = 2.0  # a peer that never answers our close frame must not hold shutdown 10 s
 SHUTDOWN_TIMEOUT_S = 5.0  # bound on waiting for every connection handler at close()
+# Unknown upstream (reference 10.3): long enough for a slow client, then start without an init.
+FIRST_MESSAGE_TIMEOUT_S = 10.0
+PING_INTERVAL_S = 2.0  # upstream interval undocumented (5); several RTT samples per short test
+AUDIO_CHUNK_MS = 250  # agent audio event size; upstream sizes are undocumented (4.2)
+SPEAK_RATE = 2.0  # TTS streams faster than real time; 2x keeps barge-in windows realistic
 UNKNOWN_AGENT = "The AI agent you are trying to reach does not exist."
 NOT_AUTHORIZED = "Could not authorize the conversation"
 
@@ -51,17 +58,19 @@ class SimulatorOptions:
     api_keys: frozenset[str] = frozenset()  # non-empty: conversations need a signed-URL token
     input_format: str = "pcm_16000"
     output_format: str = "pcm_16000"
-    ping_interval_s: float = 2.0  # 0 disables pings
-    audio_chunk_ms: int = 250  # size of each agent `audio` event
-    speak_rate: float = 2.0  # agent audio goes out this many times faster than real time; 0 = burst
+    ping_interval_s: float = PING_INTERVAL_S  # 0 disables pings
+    audio_chunk_ms: int = AUDIO_CHUNK_MS  # size of each agent `audio` event
+    speak_rate: float = (
+        SPEAK_RATE  # audio goes out this many times faster than real time; 0 = burst
+    )
     metadata_delay_s: float = 0.0
     scenario: Scenario | None = None  # None: the echo agent runs the whole conversation
     first_message: str | None = None  # greeting spoken when the echo agent starts
     allowed_overrides: frozenset[str] | None = None  # dotted paths; None allows every override
     strict: bool = False  # invalid client messages close 1008 invalid_message, as the service does
     tentative_transcripts: bool = True
-    vad_threshold_dbfs: float = -40.0
-    first_message_timeout_s: float = 10.0  # wait this long for the client's init, then start anyway
+    vad_threshold_dbfs: float = SPEECH_THRESHOLD_DBFS
+    first_message_timeout_s: float = FIRST_MESSAGE_TIMEOUT_S
     token_ttl_s: float = TOKEN_TTL_S
 
     def __post_init__(self) -> None:
@@ -265,6 +274,8 @@ class Simulator:
                 await session.refuse(*refusal)
             else:
                 await session.run()
+        except ConnectionClosed:
+            pass  # the client left while we were sending; finish() records how
         finally:
             await session.finish()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
@@ -16,7 +17,7 @@ from websockets.protocol import State
 
 from pi_agent import protocol
 from pi_agent.audio import formats
-from pi_agent.simulator.agent import EchoAgent, EchoConfig
+from pi_agent.simulator.agent import EchoAgent, EchoConfig, due_offsets, split_chunks
 from pi_agent.simulator.records import (
     ClientEvent,
     ConversationRecord,
@@ -27,8 +28,17 @@ from pi_agent.simulator.records import (
 )
 from pi_agent.simulator.scenario import (
     MAX_CLOSE_REASON_BYTES,
+    Close,
+    Echo,
+    Scenario,
+    Send,
+    Sendable,
+    SendAudio,
     SendMetadata,
-    run_scenario,
+    SendPing,
+    SendRaw,
+    Wait,
+    WaitFor,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +74,7 @@ def _allowed(path: str, allowed: frozenset[str]) -> bool:
 
 
 class Session:
-    """Runs one accepted conversation and records it; the scenario runner's context."""
+    """Runs one accepted conversation and records it, with the echo agent or a scenario."""
 
     def __init__(
         self, options: SimulatorOptions, ws: ServerConnection, record: ConversationRecord
@@ -235,10 +245,49 @@ class Session:
     async def _drive(self) -> None:
         scenario = self.options.scenario
         if scenario is not None:
-            self.record.scenario_error = await run_scenario(scenario, self)
-            self.record.changed()
+            await self._run_scenario(scenario)
         if self._agent is not None and not self._closing:
             await self._echo_loop(self._agent)
+
+    async def _run_scenario(self, scenario: Scenario) -> None:
+        for index, step in enumerate(scenario.steps, 1):
+            match step:
+                case Send(message=message):
+                    await self.send(message)
+                case SendRaw(data=data):
+                    await self.send_raw(data)
+                case SendAudio():
+                    await self._send_audio(step)
+                case SendMetadata():
+                    await self.send_metadata(step)
+                case Wait(seconds=seconds):
+                    await asyncio.sleep(seconds)
+                case WaitFor(message_type=kind, timeout_s=timeout_s, required=required):
+                    if not await self.wait_for(kind, timeout_s) and required:
+                        await self.fail(f"scenario step {index}: no {kind} within {timeout_s:g} s")
+                        return
+                case SendPing():
+                    await self.ping()
+                case Close(code=code, reason=reason):
+                    await self.close(code, reason)
+                case Echo():
+                    await self.start_echo()
+
+    async def _send_audio(self, step: SendAudio) -> None:
+        """Chunks of the step's audio as `audio` events, paced at speak_rate unless told not to."""
+        fmt = self.output_format
+        chunks = split_chunks(
+            formats.encode(step.audio(fmt), fmt), fmt, step.chunk_ms or self.audio_chunk_ms
+        )
+        rate = self.speak_rate if step.paced else 0.0
+        offsets = due_offsets([fmt.duration_s(len(c)) for c in chunks], rate)
+        start = self._loop.time()
+        for chunk, offset in zip(chunks, offsets, strict=True):
+            delay = start + offset - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            encoded = base64.b64encode(chunk).decode("ascii")
+            await self.send(protocol.Audio(audio_base_64=encoded, event_id=step.event_id))
 
     async def _echo_loop(self, agent: EchoAgent) -> None:
         while True:
@@ -258,11 +307,9 @@ class Session:
             await asyncio.sleep(self.options.ping_interval_s)
             await self.ping()
 
-    # ------------------------------------------------------------------ ScenarioContext
+    # ------------------------------------------------------------------ sending, scenario actions
 
-    async def send(
-        self, message: protocol.Message | protocol.UnknownMessage | dict[str, Any]
-    ) -> None:
+    async def send(self, message: Sendable) -> None:
         """Encode with the protocol module, send, and record type and event id."""
         wire = message if isinstance(message, dict) else message.to_wire()
         kind = wire.get("type")
@@ -286,13 +333,14 @@ class Session:
         await self.send(protocol.ConversationInitiationMetadata(cid, out, inp))
 
     async def ping(self) -> None:
-        """Send a ping carrying the last measured round trip (absent until one was measured)."""
+        """Send a ping carrying the last measured round trip in ms (null until one was measured)."""
         event_id = next(self._ping_ids)
         ping_ms = None if self._last_rtt_ms is None else round(self._last_rtt_ms)
         record = PingRecord(event_id, self._loop.time(), ping_ms)
         self._pings[event_id] = record
         self.record.pings.append(record)
-        await self.send(protocol.Ping(event_id, ping_ms))
+        # ping_ms is sent even when null (protocol.Ping.KEEP_NONE): the SDK needs the key.
+        await self.send(protocol.Ping(event_id, ping_ms).to_wire())
 
     async def wait_for(self, message_type: str, timeout_s: float) -> bool:
         """Whether a client message of that type arrived since the previous match, in time."""
@@ -307,6 +355,12 @@ class Session:
         """Close the socket with code and (truncated) reason."""
         self._closing = True
         await self.ws.close(code, truncate_reason(reason))
+
+    async def fail(self, why: str) -> None:
+        """Record the scenario's failure, then close 1011 with it as the reason."""
+        log.warning("conversation %s: %s", self.record.conversation_id, why)
+        self.record.scenario_error = why
+        await self.close(protocol.CLOSE_INTERNAL, why)
 
     async def start_echo(self) -> None:
         """Hand the conversation to a new echo agent, greeting first if there is a first message."""

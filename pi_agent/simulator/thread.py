@@ -84,7 +84,7 @@ class SimulatorThread:
         return self.sim.conversations
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 10.0) -> T:
-        """Run a coroutine on the simulator's loop, return its result; TimeoutError after timeout_s."""
+        """Run a coroutine on the simulator loop and return its result (TimeoutError if late)."""
         if self._loop is None:
             coro.close()
             raise RuntimeError("SimulatorThread is not running")
