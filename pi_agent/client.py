@@ -182,13 +182,11 @@ class Conversation:
             await ws.send(p.encode(self.init))
         tasks: list[asyncio.Task[None]] = []
         receiver = asyncio.create_task(self._receive(ws), name="receive")
+        started = asyncio.create_task(self._started.wait(), name="wait-metadata")
         try:
             try:
                 async with asyncio.timeout(METADATA_TIMEOUT_S):
-                    await asyncio.wait(
-                        [receiver, asyncio.ensure_future(self._started.wait())],
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                    await asyncio.wait([receiver, started], return_when=asyncio.FIRST_COMPLETED)
             except TimeoutError:
                 return EndReason(
                     EndKind.PROTOCOL,
@@ -225,6 +223,7 @@ class Conversation:
             await ws.close(p.CLOSE_NORMAL, USER_CLOSE_REASON)
             return reason
         finally:
+            started.cancel()
             for task in [*tasks, receiver]:
                 await self._stop_task(task)
 

@@ -37,6 +37,7 @@ from pi_agent.simulator import (
 )
 from pi_agent.talk import build_init, exit_code, run_talk
 from pi_agent.tools import ToolRegistry
+from tests import asyncapi
 
 T = TypeVar("T")
 TEST_TIMEOUT_S = 60.0
@@ -44,9 +45,15 @@ RATE = 16000
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a test coroutine with a time bound; fail if it leaves tasks running."""
+
     async def bounded() -> T:
         async with asyncio.timeout(TEST_TIMEOUT_S):
-            return await coro
+            result = await coro
+        await asyncio.sleep(0)  # let tasks finishing right now finish
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not leftover, f"tasks left running: {leftover}"
+        return result
 
     return asyncio.run(bounded())
 
@@ -109,6 +116,11 @@ def test_talk_echo_conversation_end_to_end(tmp_path: Path) -> None:
         assert rate == 16000
         assert abs(len(played) / rate - 1.0) < 0.1
         assert abs(peak_hz(played, rate) - 440) < 5
+        # Everything our client sent is valid under the vendor contract.
+        for event in record.received:
+            wire = event.message.to_wire()
+            if asyncapi.covered_by_contract(wire.get("type", "user_audio_chunk")):
+                asyncapi.validate_client_message(wire)
         # Every ping was answered with its own id.
         assert record.pings
         assert all(ping.pong_at is not None for ping in record.pings[:-1])
