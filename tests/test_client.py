@@ -117,7 +117,9 @@ def test_talk_echo_conversation_end_to_end(tmp_path: Path) -> None:
         assert abs(len(played) / rate - 1.0) < 0.1
         assert abs(peak_hz(played, rate) - 440) < 5
         # Everything our client sent is valid under the vendor contract.
+        assert not record.protocol_errors
         for event in record.received:
+            assert not isinstance(event.message, p.ProtocolError)
             wire = event.message.to_wire()
             if asyncapi.covered_by_contract(wire.get("type", "user_audio_chunk")):
                 asyncapi.validate_client_message(wire)
