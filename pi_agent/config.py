@@ -100,6 +100,23 @@ class AudioConfig:
     output_device: str | int | None
     chunk_ms: int
     volume: float
+    input_channel: int | None
+    preroll_ms: int
+    mic_while_speaking: str
+    echo_tail_ms: int
+    duck_db: float
+    jitter_ms: int
+    earcons: EarconsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class EarconsConfig:
+    """Short synthesized sounds for state changes; each can be switched off."""
+
+    wake: bool
+    end: bool
+    error: bool
+    volume: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +247,17 @@ _AGENT = Section(
     expected="a mapping with at least 'agent_id'",
 )
 
+_EARCONS = Section(
+    "audio.earcons",
+    EarconsConfig,
+    [
+        Field("wake", Flag(), True, "chime when a conversation starts"),
+        Field("end", Flag(), True, "chime when it ends"),
+        Field("error", Flag(), True, "low tone when it fails"),
+        Field("volume", Number(0, 1), 0.3, "earcon loudness relative to full scale"),
+    ],
+)
+
 _AUDIO = Section(
     "audio",
     AudioConfig,
@@ -242,6 +270,15 @@ _AUDIO = Section(
         Field("output_device", Nullable(NameOrIndex()), None, "speaker; null = default"),
         Field("chunk_ms", Number(10, 100, integer=True), 20, "audio chunk length"),
         Field("volume", Number(0, 2), 1.0, "software output gain"),
+        Field("input_channel", Nullable(Number(0, 31, integer=True)), None, "null = mix all"),
+        Field("preroll_ms", Number(0, 2000, integer=True), 300, "audio kept from before a trigger"),
+        Field("mic_while_speaking", Choice("mute", "duck", "open"), "mute", "echo guard mode"),
+        Field("echo_tail_ms", Number(0, 2000, integer=True), 250, "guard kept after agent audio"),
+        Field("duck_db", Number(-60, 0), -20.0, "gain on the microphone in duck mode"),
+        Field(
+            "jitter_ms", Number(0, 1000, integer=True), 40, "agent audio buffered before playing"
+        ),
+        Field("earcons", _EARCONS, _EARCONS.defaults(), "state sounds"),
     ],
     cross=_audio_cross,
 )

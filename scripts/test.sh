@@ -2,8 +2,8 @@
 # Fresh machine -> the whole test suite: installs what is missing, then ruff, mypy --strict, pytest.
 # Usage: scripts/test.sh [pytest options]
 source "$(dirname "${BASH_SOURCE[0]}")/_setup.sh"
-# Test beds (TESTBED.md): systemd-analyze for the unit checks, espeak-ng and sox for speech fixtures.
-ensure_debs "${BUILD_DEBS[@]}" systemd
+# Test beds: systemd-analyze for unit checks; PulseAudio null sink for real-time audio tests.
+ensure_debs "${BUILD_DEBS[@]}" systemd pulseaudio pulseaudio-utils libasound2-plugins
 ensure_venv "test"
 cd "$REPO"
 say "ruff"

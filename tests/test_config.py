@@ -59,6 +59,9 @@ def one_key(path: str, value: str) -> tuple[str, int]:
     agent_id = "" if path == "agent.agent_id" else "  agent_id: a\n"
     if section == "agent" and rest.startswith("overrides."):
         text = f"agent:\n{agent_id}  overrides:\n    {rest.split('.')[1]}: {value}\n"
+    elif "." in rest:
+        sub, _, key = rest.partition(".")
+        text = f"agent:\n{agent_id}{section}:\n  {sub}:\n    {key}: {value}\n"
     elif section == "agent":
         text = f"agent:\n{agent_id}  {rest}: {value}\n"
     else:
@@ -177,6 +180,16 @@ BAD_VALUES = [
     ("audio.chunk_ms", "on", "True is a boolean", "an integer from 10 to 100"),
     ("audio.volume", ".nan", "nan is out of range", "a number from 0 to 2"),
     ("audio.volume", "2.5", "2.5 is out of range", "a number from 0 to 2"),
+    ("audio.input_channel", "32", "32 is out of range", "an integer from 0 to 31, or null"),
+    ("audio.preroll_ms", "2001", "2001 is out of range", "an integer from 0 to 2000"),
+    ("audio.mic_while_speaking", "loud", "'loud' is not a valid choice", "one of 'mute', 'duck', 'open'"),
+    ("audio.echo_tail_ms", "-1", "-1 is out of range", "an integer from 0 to 2000"),
+    ("audio.duck_db", "3", "3 is out of range", "a number from -60 to 0"),
+    ("audio.jitter_ms", "1001", "1001 is out of range", "an integer from 0 to 1000"),
+    ("audio.earcons.wake", "yes please", "'yes please' is a string", "true or false"),
+    ("audio.earcons.end", "1", "1 is an integer", "true or false"),
+    ("audio.earcons.error", "null", "no value (null)", "true or false"),
+    ("audio.earcons.volume", "2", "2 is out of range", "a number from 0 to 1"),
     ("conversation.max_duration_s", "86401", "86401 is out of range", "a number from 1 to 86400"),
     ("conversation.reply_timeout_s", "0", "0 is out of range", "a number from 1 to 600"),
     ("logging.level", "verbose", "'verbose' is not a valid choice", LEVELS),
