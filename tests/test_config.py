@@ -143,6 +143,7 @@ QUOTE = " (put it in quotes to make it a string)"
 SPEED, UNIT = "a number from 0.7 to 1.2", "a number from 0 to 1, or null"
 
 # (key path, YAML value, what is wrong, what is expected): at least one per schema key.
+GUARD = "one of 'mute', 'duck', 'open'"
 BAD_VALUES = [
     ("agent.agent_id", "'a b'", "'a b' contains whitespace", ID),
     ("agent.agent_id", "42", f"42 is an integer{QUOTE}", ID),
@@ -182,7 +183,7 @@ BAD_VALUES = [
     ("audio.volume", "2.5", "2.5 is out of range", "a number from 0 to 2"),
     ("audio.input_channel", "32", "32 is out of range", "an integer from 0 to 31, or null"),
     ("audio.preroll_ms", "2001", "2001 is out of range", "an integer from 0 to 2000"),
-    ("audio.mic_while_speaking", "loud", "'loud' is not a valid choice", "one of 'mute', 'duck', 'open'"),
+    ("audio.mic_while_speaking", "loud", "'loud' is not a valid choice", GUARD),
     ("audio.echo_tail_ms", "-1", "-1 is out of range", "an integer from 0 to 2000"),
     ("audio.duck_db", "3", "3 is out of range", "a number from -60 to 0"),
     ("audio.jitter_ms", "1001", "1001 is out of range", "an integer from 0 to 1000"),
