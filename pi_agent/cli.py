@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", nargs="?", type=Path, help=f"default {DEFAULT_CONFIG_PATH}")
     check.add_argument("--config", type=Path, dest="config_opt", help="same as FILE")
 
+    sub.add_parser("devices", help="list audio devices and the sample rates they accept")
+
     demo = sub.add_parser("demo", help="talk to the built-in simulator from a bundled recording")
     demo.add_argument(
         "--output",
@@ -100,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pi_agent.demo import demo_main
 
             return demo_main(args.output, args.output_format, fast=args.fast)
+        if args.command == "devices":
+            setup_logging(level or "warning")
+            from pi_agent.audio.devicelist import devices_main
+
+            return devices_main(sys.stdout, sys.stderr)
         if args.command == "talk":
             cfg = _load(args.config)
             setup_logging(level or cfg.logging.level)

@@ -20,6 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from pi_agent import protocol as p
 from pi_agent.audio import formats
 from pi_agent.audio.devices import ChunkQueue, Microphone, Samples, Speaker
+from pi_agent.audio.earcons import earcon
+from pi_agent.audio.echo import EchoGuard
 from pi_agent.audio.playback import PlaybackQueue
 from pi_agent.audio.resample import Resampler
 from pi_agent.errors import AuthError, LinkError
@@ -48,6 +50,9 @@ METADATA_TIMEOUT_S = 10.0
 CAPTURE_BACKLOG_S = 5.0
 # Playback frames: short, so an interruption silences the speaker within one frame.
 PLAYBACK_FRAME_MS = 20
+# Audio handed to a speaker is heard a little later (device buffer and DAC); the echo guard
+# counts this much on top of each frame's own duration.
+SPEAKER_LATENCY_S = 0.1
 # Upper bound on letting queued agent audio finish at an orderly end.
 DRAIN_LIMIT_S = 30.0
 # After the agent hangs up (end_call), audio still in flight may follow; wait this long
@@ -60,6 +65,19 @@ USER_CLOSE_REASON = "User ended conversation"
 
 Listener = Callable[[Action], None]
 Watch = Callable[["Conversation"], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioOptions:
+    """How the audio path behaves: jitter buffer, echo guard, earcons."""
+
+    jitter_ms: int = 40
+    max_jitter_ms: int = 300
+    mic_while_speaking: str = "open"
+    echo_tail_ms: int = 250
+    duck_db: float = -20.0
+    earcons: frozenset[str] = frozenset()
+    earcon_volume: float = 0.3
 
 
 @dataclass(slots=True)
@@ -90,6 +108,7 @@ class Conversation:
         tools: ToolRegistry | None = None,
         listener: Listener | None = None,
         connector: Connector = connect,
+        audio: AudioOptions | None = None,
     ) -> None:
         self.link = link
         self.init = init
@@ -99,6 +118,10 @@ class Conversation:
         self.tools = tools or ToolRegistry()
         self.listener = listener
         self.connector = connector
+        self.audio = audio or AudioOptions()
+        self.guard = EchoGuard(
+            self.audio.mic_while_speaking, self.audio.echo_tail_ms / 1000, self.audio.duck_db
+        )
         self.session = Session()
         self.timeline = Timeline()
         backlog = max(1, int(CAPTURE_BACKLOG_S * mic.sample_rate / mic.chunk_samples))
@@ -115,6 +138,7 @@ class Conversation:
         self._audio_ready = asyncio.Event()
         self._out_resampler: Resampler | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._device_error: BaseException | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -150,6 +174,7 @@ class Conversation:
         loop = asyncio.get_running_loop()
         self.timeline.start = loop.time()
         capture_task = asyncio.create_task(self.mic.run(self.capture), name="capture")
+        capture_task.add_done_callback(self._device_task_done)
         try:
             try:
                 self._ws = await open_link(self.link, connector=self.connector)
@@ -170,6 +195,16 @@ class Conversation:
             await self.speaker.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _device_task_done(self, task: asyncio.Task[None]) -> None:
+        """A microphone or speaker task that fails ends the conversation with its reason."""
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        if self._device_error is None:
+            self._device_error = exc
+            log.error("%s failed: %s", task.get_name(), exc)
+        self._end_requested.set()
 
     def _finish(self, reason: EndReason) -> EndReason:
         self.timeline.ended = asyncio.get_running_loop().time()
@@ -196,7 +231,9 @@ class Conversation:
             if receiver.done():
                 return self._closed_reason(ws)
             tasks.append(asyncio.create_task(self._send_audio(ws), name="uplink"))
-            tasks.append(asyncio.create_task(self._play(), name="playback"))
+            player = asyncio.create_task(self._play(), name="playback")
+            player.add_done_callback(self._device_task_done)
+            tasks.append(player)
             if watch is not None:
                 tasks.append(asyncio.create_task(watch(self), name="watch"))
             limit = asyncio.create_task(asyncio.sleep(self.max_duration_s), name="time-limit")
@@ -211,16 +248,20 @@ class Conversation:
                 reason = self._closed_reason(ws)
                 if reason.ok:
                     await self._drain_playback()
+                await self._earcon("end" if reason.ok else "error")
                 return reason
             if limit in done:
                 return EndReason(
                     EndKind.TIME_LIMIT,
                     f"the conversation reached its {self.max_duration_s:g} s limit",
                 )
+            if self._device_error is not None:
+                return EndReason(EndKind.DEVICE, str(self._device_error))
             reason = self._end or EndReason(EndKind.LOCAL, "ended on request")
             await self._stop_task(tasks[0])  # uplink: the user's turn is over
             await self._drain_playback()
             await ws.close(p.CLOSE_NORMAL, USER_CLOSE_REASON)
+            await self._earcon("end" if reason.ok else "error")
             return reason
         finally:
             started.cancel()
@@ -249,6 +290,18 @@ class Conversation:
                 await self.speaker.drain()
         except TimeoutError:
             log.warning("playback did not finish within %.0f s; cutting it off", DRAIN_LIMIT_S)
+
+    async def _earcon(self, kind: str) -> None:
+        """Play an earcon now (after the agent's audio), if enabled and the speaker is open."""
+        queue = self.playback
+        if kind not in self.audio.earcons or queue is None:
+            return
+        queue.clear()
+        now = asyncio.get_running_loop().time()
+        queue.push(queue.gate, earcon(kind, queue.sample_rate, self.audio.earcon_volume), now)
+        self.playback_idle.clear()
+        self._audio_ready.set()
+        await self._drain_playback()
 
     async def _send(self, text: str) -> None:
         if self._ws is None or not self._started.is_set():
@@ -311,9 +364,18 @@ class Conversation:
     async def _start_audio(self, started: Started) -> None:
         rate = self.speaker.device_rate(started.output_format.sample_rate)
         await self.speaker.open(rate)
-        self.playback = PlaybackQueue(max(1, rate * PLAYBACK_FRAME_MS // 1000))
+        self.playback = PlaybackQueue(
+            max(1, rate * PLAYBACK_FRAME_MS // 1000),
+            sample_rate=rate,
+            target_ms=self.audio.jitter_ms,
+            max_target_ms=self.audio.max_jitter_ms,
+        )
         if rate != started.output_format.sample_rate:
             self._out_resampler = Resampler(started.output_format.sample_rate, rate)
+        if "wake" in self.audio.earcons:
+            now = asyncio.get_running_loop().time()
+            self.playback.push(0, earcon("wake", rate, self.audio.earcon_volume), now)
+            self.playback_idle.clear()
         self._audio_ready.set()
 
     def _queue_audio(self, event_id: int, samples: Samples, now: float) -> None:
@@ -323,7 +385,7 @@ class Conversation:
             return
         if self._out_resampler is not None:
             samples = self._out_resampler.process(samples)
-        if self.playback.push(event_id, samples):
+        if self.playback.push(event_id, samples, now):
             if self.timeline.first_audio is None:
                 self.timeline.first_audio = now
             if self.mic.finished and self.timeline.first_audio_after_input is None:
@@ -338,20 +400,30 @@ class Conversation:
         if self._out_resampler is not None:
             self._out_resampler.reset()
         await self.speaker.flush()
+        self.guard.silence_now()
         log.debug("interruption %d: dropped %d queued samples", event_id, dropped)
 
     async def _play(self) -> None:
         await self._audio_ready.wait()
         queue = self.playback
         assert queue is not None
+        loop = asyncio.get_running_loop()
         while True:
-            frame = queue.pop()
+            now = loop.time()
+            frame = queue.pop(now)
             if frame is None:
-                self.playback_idle.set()
                 self._audio_ready.clear()
+                if queue.queued_samples:  # filling the jitter buffer: wait for data or time
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(queue.target / queue.sample_rate):
+                            await self._audio_ready.wait()
+                    continue
+                self.playback_idle.set()
                 await self._audio_ready.wait()
                 continue
             await self.speaker.play(frame)
+            heard_until = loop.time() + len(frame) / queue.sample_rate + SPEAKER_LATENCY_S
+            self.guard.agent_audible(heard_until)
 
     async def _send_audio(self, ws: ClientConnection) -> None:
         fmt = self.session.input_format
@@ -359,7 +431,7 @@ class Conversation:
         resampler = Resampler(self.mic.sample_rate, fmt.sample_rate)
         loop = asyncio.get_running_loop()
         while True:
-            chunk = await self.capture.get()
+            chunk = self.guard.process(await self.capture.get(), loop.time())
             if self.mic.finished and self.timeline.input_finished is None:
                 self.timeline.input_finished = loop.time()
             data = formats.encode(resampler.process(chunk), fmt)

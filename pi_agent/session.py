@@ -37,6 +37,7 @@ class EndKind(enum.StrEnum):
     CONNECT_FAILED = "connect_failed"  # DNS, TCP, TLS, HTTP handshake, signed URL
     AUTH_FAILED = "auth_failed"  # the service refused our key or token
     PROTOCOL = "protocol"  # the server broke the protocol (e.g. no metadata)
+    DEVICE = "device"  # the microphone or speaker failed (unplugged, busy)
 
 
 SUCCESSFUL_ENDS = frozenset({EndKind.COMPLETED, EndKind.AGENT_ENDED, EndKind.SERVER_CLOSED})

@@ -18,9 +18,9 @@ from websockets.asyncio.client import connect
 from pi_agent import __version__
 from pi_agent import protocol as p
 from pi_agent.audio.devices import Microphone, Speaker
-from pi_agent.client import Conversation
+from pi_agent.client import AudioOptions, Conversation
 from pi_agent.config import Config, resolve_api_key
-from pi_agent.errors import EX_OK, EX_UNAVAILABLE, PiAgentError
+from pi_agent.errors import EX_IOERR, EX_OK, EX_UNAVAILABLE, PiAgentError
 from pi_agent.link import Connector, LinkSettings
 from pi_agent.session import Action, EndKind, EndReason, Line, Started
 
@@ -48,6 +48,7 @@ EXIT_CODES: dict[EndKind, int] = {
     EndKind.CONNECT_FAILED: EX_UNAVAILABLE,
     EndKind.SERVER_ERROR: EX_UNAVAILABLE,
     EndKind.LOCAL: EX_TEMPFAIL,
+    EndKind.DEVICE: EX_IOERR,
 }
 
 
@@ -102,6 +103,21 @@ def build_link(cfg: Config) -> LinkSettings:
         environment=agent.environment,
         connect_timeout_s=agent.connect_timeout_s,
         tls_ca_file=str(agent.tls_ca_file) if agent.tls_ca_file else None,
+    )
+
+
+def audio_options(cfg: Config) -> AudioOptions:
+    """Audio path settings; earcons only on sound cards (a file records just the agent)."""
+    a = cfg.audio
+    e = a.earcons
+    enabled = {kind for kind, on in (("wake", e.wake), ("end", e.end), ("error", e.error)) if on}
+    return AudioOptions(
+        jitter_ms=a.jitter_ms,
+        mic_while_speaking=a.mic_while_speaking,
+        echo_tail_ms=a.echo_tail_ms,
+        duck_db=a.duck_db,
+        earcons=frozenset(enabled) if a.backend != "file" else frozenset(),
+        earcon_volume=e.volume,
     )
 
 
@@ -199,6 +215,7 @@ async def run_talk(
         max_duration_s=limit,
         listener=TranscriptPrinter(out, loop.time),
         connector=connector,
+        audio=audio_options(cfg),
     )
     reply_timeout = cfg.conversation.reply_timeout_s
 

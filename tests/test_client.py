@@ -20,6 +20,7 @@ from pi_agent.audio.devices import ChunkQueue, FileMicrophone, FileSpeaker, Samp
 from pi_agent.audio.wavfile import read_wav, write_wav
 from pi_agent.client import Conversation
 from pi_agent.config import Config, default_config
+from pi_agent.errors import AudioError
 from pi_agent.link import LinkSettings
 from pi_agent.session import EndKind, EndReason
 from pi_agent.simulator import (
@@ -426,5 +427,28 @@ def test_capture_queue_drops_oldest_and_counts() -> None:
             q.put_nowait(np.full(4, i, dtype=np.int16))
         assert q.dropped == 2
         assert [int((await q.get())[0]) for _ in range(3)] == [2, 3, 4]
+
+    run(main())
+
+
+class UnpluggedMicrophone(FileMicrophone):
+    """Delivers a few chunks, then fails the way a pulled USB microphone does."""
+
+    async def run(self, queue: ChunkQueue) -> None:
+        for _ in range(5):
+            queue.put_nowait(np.zeros(self.chunk_samples, dtype=np.int16))
+            await asyncio.sleep(0.02)
+        raise AudioError("the microphone stream stopped (device unplugged?)")
+
+
+def test_a_failing_microphone_ends_the_conversation_clearly(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with Simulator(SimulatorOptions(ping_interval_s=0)) as sim:
+            cfg = file_config(sim, tmp_path)
+            mic = UnpluggedMicrophone(speech_file(tmp_path), 20, 1.0)
+            reason, _ = await run_talk(cfg, devices=(mic, FileSpeaker(None, 0)))
+        assert reason.kind is EndKind.DEVICE
+        assert "unplugged" in reason.detail
+        assert exit_code(reason) == 74
 
     run(main())
