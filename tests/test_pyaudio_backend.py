@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from pi_agent.audio.devicelist import (
 )
 from pi_agent.audio.devices import ChunkQueue, Samples
 from pi_agent.audio.pyaudio_backend import (
+    REOPEN_FIRST_S,
+    STREAM_CHECK_S,
     PyAudioMicrophone,
     PyAudioSpeaker,
     SampleFifo,
@@ -236,10 +239,39 @@ def test_device_that_cannot_be_opened_is_reported_by_name(bed: AlsaBed) -> None:
         pick_rate(bed.pa, mic, input=True)
     assert str(caught.value) == f"microphone 'mic' (device {mic}): {VANISHED}"
     with pytest.raises(AudioError) as caught:
-        run(PyAudioMicrophone(bed.pa, mic, RATE, CHUNK_MS).run(ChunkQueue(10)))
+        run(
+            PyAudioMicrophone(bed.pa, mic, RATE, CHUNK_MS)._capture(ChunkQueue(10), asyncio.Event())
+        )
     assert (
         str(caught.value) == f"cannot open microphone 'mic' (device {mic}) at 16000 Hz: {VANISHED}"
     )
+
+
+def test_unplugged_microphone_is_retried_and_reported_once(
+    bed: AlsaBed, caplog: pytest.LogCaptureFixture
+) -> None:
+    audio = signal(10 * CHUNK)
+    bed.write_mic(audio)
+    bed.mic_file.unlink()  # unplugged before the conversation starts
+    mic = PyAudioMicrophone(bed.pa, bed.index("mic"), RATE, CHUNK_MS)
+
+    async def scenario() -> None:
+        queue = CountingQueue(1)
+        task = asyncio.create_task(mic.run(queue))
+        await asyncio.sleep(REOPEN_FIRST_S * 3.5)  # at least two failed reopen attempts
+        assert queue.received == 0
+        bed.write_mic(audio)  # plugged back in
+        await queue.enough.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    with caplog.at_level(logging.DEBUG, logger="pi_agent.audio.pyaudio_backend"):
+        run(scenario())
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # once when lost, once when back: not once per attempt
+    assert "cannot open microphone 'mic'" in warnings[0].getMessage()
+    assert "microphone back after" in warnings[1].getMessage()
+    assert mic.losses == 1
 
 
 def test_capture_yields_the_file_samples_in_order(bed: AlsaBed) -> None:
@@ -256,14 +288,16 @@ def test_capture_yields_the_file_samples_in_order(bed: AlsaBed) -> None:
 def test_capture_open_error_is_one_line_naming_the_device(bed: AlsaBed) -> None:
     mic = PyAudioMicrophone(bed.pa, bed.index("mic"), 400000, CHUNK_MS)
     with pytest.raises(AudioError) as caught:
-        run(mic.run(ChunkQueue(10)))
+        run(mic._capture(ChunkQueue(10), asyncio.Event()))
     assert str(caught.value) == (
         f"cannot open microphone 'mic' (device {bed.index('mic')}) at 400000 Hz: "
         "PortAudio error -9997: Invalid sample rate"
     )
 
 
-def test_dead_capture_stream_ends_run_with_one_error(bed: AlsaBed) -> None:
+def test_dead_capture_stream_is_reported_once_and_reopened(
+    bed: AlsaBed, caplog: pytest.LogCaptureFixture
+) -> None:
     pa = bed.new_pyaudio()
     bed.write_mic(signal(10 * CHUNK))
     mic = PyAudioMicrophone(pa, bed.index("mic"), RATE, CHUNK_MS)
@@ -274,10 +308,19 @@ def test_dead_capture_stream_ends_run_with_one_error(bed: AlsaBed) -> None:
         await queue.enough.wait()
         pa.terminate()  # closes every stream of that instance under the microphone
         bed.terminated(pa)
-        with pytest.raises(AudioError, match=r"^microphone 'mic' \(device \d\) failed: "):
-            await task
+        await asyncio.sleep(STREAM_CHECK_S * 2)
+        queue.enough.clear()
+        queue.want = queue.received + 5
+        await queue.enough.wait()  # chunks flow again after the reopen
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
-    run(scenario())
+    with caplog.at_level(logging.WARNING, logger="pi_agent.audio.pyaudio_backend"):
+        run(scenario())
+    messages = [r.getMessage() for r in caplog.records]
+    assert re.match(r"^microphone 'mic' \(device \d\) failed: ", messages[0])
+    assert "microphone back after" in messages[1]
+    assert mic.losses == 1
 
 
 # ---------------------------------------------------------------- playback

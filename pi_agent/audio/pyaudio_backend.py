@@ -49,6 +49,10 @@ STREAM_CHECK_S = 0.5
 # this (seconds): a bogus latency report must not stall the end of a conversation.
 DRAIN_TAIL_MAX_S = 0.5
 DEFAULT_CHUNK_MS = 20  # the config's default audio.chunk_ms
+# A lost microphone (USB unplugged, device busy) is reopened after this wait, doubling up to
+# the cap: quick enough to catch a replug, slow enough not to spin on a device that is gone.
+REOPEN_FIRST_S = 0.5
+REOPEN_MAX_S = 8.0
 
 
 class PortAudioHost:
@@ -123,22 +127,54 @@ def _close_stream(stream: Any) -> None:
 class PyAudioMicrophone:
     """Captures mono int16 chunks of `chunk_ms` from a PortAudio input device."""
 
-    def __init__(self, pa: Any, device: int, rate: int, chunk_ms: int) -> None:
+    def __init__(
+        self, pa: Any, device: int, rate: int, chunk_ms: int, channel: int | None = None
+    ) -> None:
         self._host = _as_host(pa)
         self.device = device
         self.sample_rate = rate
         self.chunk_samples = max(1, rate * chunk_ms // 1000)
+        self.channel = channel  # None: mono; N: open N + 1 channels and keep channel N
+        self.channels = 1 if channel is None else channel + 1
         self.overflows = 0  # buffers PortAudio flagged as overflowed (audio lost before us)
+        self.losses = 0  # times the device was lost and had to be reopened
 
     @property
     def finished(self) -> bool:
         return False  # a live microphone never runs out
 
     async def run(self, queue: ChunkQueue) -> None:
-        """Capture until cancelled; a stream that fails or stops raises one AudioError."""
+        """Capture until cancelled; a lost device is reported once and reopened with backoff."""
+        loop = asyncio.get_running_loop()
+        delay = REOPEN_FIRST_S
+        lost_at: float | None = None
+        while True:
+            opened = asyncio.Event()
+            try:
+                await self._capture(queue, opened)
+            except AudioError as exc:
+                if opened.is_set():
+                    delay = REOPEN_FIRST_S  # it ran for a while: start the backoff afresh
+                if lost_at is None:
+                    lost_at = loop.time()
+                    self.losses += 1
+                    log.warning("%s; reopening it every %g-%g s", exc, delay, REOPEN_MAX_S)
+                else:
+                    log.debug("microphone still unavailable: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REOPEN_MAX_S)
+                continue
+            finally:
+                if opened.is_set() and lost_at is not None:
+                    log.warning("microphone back after %.1f s", loop.time() - lost_at)
+                    lost_at = None
+
+    async def _capture(self, queue: ChunkQueue, opened: asyncio.Event) -> None:
+        """Open the stream, post chunks until it dies; raises one AudioError saying why."""
         pyaudio = load_pyaudio()
         loop = asyncio.get_running_loop()
         cont, abort, overflow = pyaudio.paContinue, pyaudio.paAbort, pyaudio.paInputOverflow
+        channels, channel = self.channels, self.channel or 0
 
         def on_audio(
             data: bytes | None, frames: int, time_info: Any, status: int
@@ -147,7 +183,10 @@ class PyAudioMicrophone:
             if status & overflow:
                 self.overflows += 1
             if data:
-                chunk = np.frombuffer(data, dtype=np.int16).copy()
+                chunk = np.frombuffer(data, dtype=np.int16)
+                if channels > 1:
+                    chunk = chunk.reshape(-1, channels)[:, channel]
+                chunk = chunk.copy()
                 try:
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
                 except RuntimeError:  # the loop is closed: nobody will read, stop the stream
@@ -160,7 +199,7 @@ class PyAudioMicrophone:
             try:
                 stream = pa.open(
                     format=pyaudio.paInt16,
-                    channels=1,
+                    channels=self.channels,
                     rate=self.sample_rate,
                     input=True,
                     input_device_index=self.device,
@@ -171,6 +210,7 @@ class PyAudioMicrophone:
                 raise AudioError(
                     f"cannot open {what} at {self.sample_rate} Hz: {describe_portaudio_error(exc)}"
                 ) from exc
+            opened.set()
             try:
                 while True:
                     _check_alive(stream, what)
@@ -381,6 +421,13 @@ def open_pyaudio_devices(
         mic_index = find_device(pa, cfg.input_device, input=True)
         spk_index = find_device(pa, cfg.output_device, input=False)
         rate = pick_rate(pa, mic_index, input=True, want=CAPTURE_RATE_HZ)
+        if cfg.input_channel is not None:
+            have = int(pa.get_device_info_by_index(mic_index)["maxInputChannels"])
+            if cfg.input_channel >= have:
+                raise AudioError(
+                    f"audio.input_channel is {cfg.input_channel} but microphone "
+                    f"{device_label(pa, mic_index)} has {have} input channel(s): 0 to {have - 1}"
+                )
         # The agent's output rate is known only at conversation start; fail now, not then, if
         # the speaker takes no rate at all (or is held by another program).
         accepted, problem = probe_rates(pa, spk_index, input=False)
@@ -397,5 +444,5 @@ def open_pyaudio_devices(
     except BaseException:
         host.close_if_idle()
         raise
-    mic = PyAudioMicrophone(host, mic_index, rate, cfg.chunk_ms)
+    mic = PyAudioMicrophone(host, mic_index, rate, cfg.chunk_ms, cfg.input_channel)
     return mic, PyAudioSpeaker(host, spk_index, cfg.volume, cfg.chunk_ms)
