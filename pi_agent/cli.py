@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list audio devices and the sample rates they accept")
 
+    test_audio = sub.add_parser(
+        "test-audio", help="record a few seconds, show the level, play it back"
+    )
+    _config_arg(test_audio)
+    test_audio.add_argument("--seconds", type=float, default=3.0, help="recording length")
+    test_audio.add_argument("--no-playback", action="store_true", help="only measure the level")
+
     demo = sub.add_parser("demo", help="talk to the built-in simulator from a bundled recording")
     demo.add_argument(
         "--output",
@@ -107,6 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pi_agent.audio.devicelist import devices_main
 
             return devices_main(sys.stdout, sys.stderr)
+        if args.command == "test-audio":
+            cfg = _load(args.config)
+            setup_logging(level or "warning")
+            import asyncio
+
+            from pi_agent.audio.testaudio import run_test_audio
+            from pi_agent.talk import open_devices
+
+            mic, speaker = open_devices(cfg)
+            return asyncio.run(
+                run_test_audio(
+                    mic, speaker, args.seconds, sys.stdout, playback=not args.no_playback
+                )
+            )
         if args.command == "talk":
             cfg = _load(args.config)
             setup_logging(level or cfg.logging.level)
