@@ -144,6 +144,10 @@ SPEED, UNIT = "a number from 0.7 to 1.2", "a number from 0 to 1, or null"
 
 # (key path, YAML value, what is wrong, what is expected): at least one per schema key.
 GUARD = "one of 'mute', 'duck', 'open'"
+NO_DIR = "'/no/such/dir/s.sock': folder '/no/such/dir' does not exist"
+PIN = "a BCM pin number (0-27) or a name like 'GPIO17' or 'BOARD11'"
+FACTORIES = "one of 'lgpio', 'rpigpio', 'pigpio', 'native', 'mock', or null"
+LED_DRIVERS = "one of 'none', 'single', 'pwm', 'rgb', 'apa102'"
 BAD_VALUES = [
     ("agent.agent_id", "'a b'", "'a b' contains whitespace", ID),
     ("agent.agent_id", "42", f"42 is an integer{QUOTE}", ID),
@@ -193,6 +197,26 @@ BAD_VALUES = [
     ("audio.earcons.volume", "2", "2 is out of range", "a number from 0 to 1"),
     ("conversation.max_duration_s", "86401", "86401 is out of range", "a number from 1 to 86400"),
     ("conversation.reply_timeout_s", "0", "0 is out of range", "a number from 1 to 600"),
+    ("conversation.idle_timeout_s", "0.5", "0.5 is out of range", "a number from 1 to 3600"),
+    ("conversation.error_display_s", "-1", "-1 is out of range", "a number from 0 to 60"),
+    ("button.pin", "40", "40 is not a BCM pin of the 40-pin header", PIN + ", or null"),
+    ("button.pin", "GPIO", "'GPIO' is not a pin name", PIN + ", or null"),
+    ("button.pull_up", "maybe", "'maybe' is a string", "true or false"),
+    ("button.bounce_ms", "1001", "1001 is out of range", "an integer from 0 to 1000"),
+    ("button.mode", "press", "'press' is not a valid choice", "one of 'hold', 'toggle'"),
+    ("button.long_press_s", "31", "31 is out of range", "a number from 0 to 30"),
+    ("button.pin_factory", "RPi.GPIO", "'RPi.GPIO' is not a valid choice", FACTORIES),
+    ("leds.driver", "neopixel", "'neopixel' is not a valid choice", LED_DRIVERS),
+    ("leds.pin", "-1", "-1 is not a BCM pin of the 40-pin header", PIN + ", or null"),
+    ("leds.pins", "[5, 6]", "a list of 2 pins", "a list of three pins [red, green, blue], or null"),
+    ("leds.active_high", "2", "2 is an integer", "true or false"),
+    ("leds.apa102.count", "0", "0 is out of range", "an integer from 1 to 255"),
+    ("leds.apa102.brightness", "1.5", "1.5 is out of range", "a number from 0 to 1"),
+    ("leds.apa102.spi_port", "2", "2 is out of range", "an integer from 0 to 1"),
+    ("leds.apa102.spi_device", "2", "2 is out of range", "an integer from 0 to 1"),
+    ("leds.patterns", "[1]", "[1] is a list", "a mapping of states to patterns like 'blue pulse'"),
+    ("control.socket", "/no/such/dir/s.sock", NO_DIR, "a path in an existing folder, or null"),
+    ("control.group", "''", "'' is empty", "a non-empty string, or null"),
     ("logging.level", "verbose", "'verbose' is not a valid choice", LEVELS),
     ("logging.transcripts", "0", "0 is an integer", "true or false"),
 ]  # fmt: skip
@@ -677,3 +701,42 @@ def test_default_config_and_for_agent_validate_like_a_file(tmp_path: Path) -> No
     assert isinstance(cfg.agent, AgentConfig)
     with pytest.raises(ConfigError, match=r"audio\.chunk_ms: 1 is out of range"):
         Config.for_agent("a", chunk_ms=1)
+
+
+def test_led_patterns_override_defaults_and_report_bad_entries() -> None:
+    from pi_agent.hardware.patterns import COLORS, DEFAULT_PATTERNS, Pattern
+    from pi_agent.states import State
+
+    cfg = parse_config(
+        "agent:\n  agent_id: a\nleds:\n  patterns:\n    listening: '#ff8800 blink'\n"
+    )
+    assert cfg.leds.patterns[State.LISTENING] == Pattern("blink", (1.0, 0x88 / 255, 0.0))
+    assert cfg.leds.patterns[State.IDLE] == DEFAULT_PATTERNS[State.IDLE]
+    assert str(Pattern("pulse", COLORS["green"])) == "green pulse"
+    text = (
+        "agent:\n  agent_id: a\nleds:\n  patterns:\n    listenin: 'blue on'\n"
+        "    thinking: 'plaid pulse'\n    error: 5\n"
+    )
+    assert problems(text) == [
+        "line 5: leds.patterns.listenin: unknown state; did you mean 'listening'?",
+        "line 6: leds.patterns.thinking: 'plaid' in 'plaid pulse' is neither a pattern "
+        "(off, on, blink, fast-blink, pulse, spin) nor a colour (white, red, green, blue, yellow, "
+        "orange, purple, cyan, magenta or #rrggbb); expected text like 'blue pulse'",
+        "line 7: leds.patterns.error: 5 is not a pattern; expected text like 'blue pulse' or 'off'",
+    ]
+
+
+def test_led_drivers_need_their_pins() -> None:
+    base = "agent:\n  agent_id: a\nleds:\n"
+    assert problems(base + "  driver: rgb\n") == [
+        "line 3: leds.pins: required when leds.driver is 'rgb'; expected [red, green, blue] pins"
+    ]
+    assert problems(base + "  driver: pwm\n") == [
+        "line 3: leds.pin: required when leds.driver is 'pwm'; expected a pin like 27"
+    ]
+    assert problems(base + "  driver: rgb\n  pins: [5, 5, 6]\n") == [
+        "line 5: leds.pins: [5, 5, 6] uses a pin twice; expected a list of three pins "
+        "[red, green, blue], or null"
+    ]
+    cfg = parse_config(base + "  driver: rgb\n  pins: [GPIO5, 6, board33]\n")
+    assert cfg.leds.pins == ("GPIO5", 6, "BOARD33")

@@ -1,0 +1,1 @@
+"""GPIO button and status LEDs (gpiozero adapters) and their pure pattern logic."""
