@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from pi_agent import __version__
 from pi_agent.config import DEFAULT_CONFIG_PATH, Config, check_config_main, load_config
-from pi_agent.errors import EX_USAGE, ConfigError, PiAgentError
+from pi_agent.errors import EX_UNAVAILABLE, EX_USAGE, ConfigError, PiAgentError
 
 log = logging.getLogger("pi_agent")
 
@@ -44,6 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", choices=["debug", "info", "warning", "error"], help="override logging.level"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the daemon: wait for triggers and hold conversations")
+    _config_arg(run)
+
+    for name, text in (
+        ("wake", "start a conversation (as the button would)"),
+        ("end", "end the running conversation"),
+        ("mute", "ignore triggers until run again (toggles)"),
+        ("status", "show the daemon's state, conversation, round trip and counters"),
+        ("say", "send TEXT to the agent as if the user had said it"),
+        ("context", "send TEXT to the agent as background information"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        _config_arg(cmd)
+        cmd.add_argument("--socket", type=Path, help="control socket (default from the config)")
+        if name in ("say", "context"):
+            cmd.add_argument("text", nargs="+", help="the text")
+        if name == "status":
+            cmd.add_argument("--json", action="store_true", help="machine-readable output")
 
     talk = sub.add_parser("talk", help="hold one conversation and exit")
     _config_arg(talk)
@@ -83,6 +103,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CONTROL_COMMANDS = ("wake", "end", "mute", "status", "say", "context")
+
+
+def control_main(args: argparse.Namespace) -> int:
+    """`pi-agent wake|end|mute|status|say|context`: one request to the daemon."""
+    import json
+
+    from pi_agent.control import request, socket_path
+
+    path = args.socket
+    if path is None:
+        configured = None
+        if args.config.exists():  # the socket path may be set in the config
+            configured = _load(args.config).control.socket
+        path = socket_path(configured)
+    text = " ".join(getattr(args, "text", []))
+    reply = asyncio.run(request(path, args.command, text))
+    if not reply.get("ok"):
+        print(f"pi-agent: {reply.get('error', 'the daemon refused the request')}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    if args.command == "status":
+        if args.json:
+            print(json.dumps(reply, indent=2, sort_keys=True))
+        else:
+            print(format_status(reply))
+    return 0
+
+
+def format_status(s: dict[str, object]) -> str:
+    """Human-readable `pi-agent status`."""
+    lines = [
+        f"state:          {s.get('state')}",
+        f"conversation:   {s.get('conversation_id') or '-'}",
+        f"round trip:     {s.get('rtt_ms') if s.get('rtt_ms') is not None else '-'} ms",
+        f"uptime:         {s.get('uptime_s')} s",
+        f"conversations:  {s.get('conversations')} ({s.get('failures')} failed)",
+    ]
+    last = s.get("last_conversation")
+    if isinstance(last, dict):
+        lines.append(
+            f"last:           {last.get('conversation_id') or '-'}, "
+            f"{last.get('duration_s')} s, {last.get('end')}"
+        )
+    return "\n".join(lines)
+
+
 def _load(path: Path) -> Config:
     return load_config(path)
 
@@ -117,8 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "test-audio":
             cfg = _load(args.config)
             setup_logging(level or "warning")
-            import asyncio
-
             from pi_agent.audio.testaudio import run_test_audio
             from pi_agent.talk import open_devices
 
@@ -128,6 +192,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     mic, speaker, args.seconds, sys.stdout, playback=not args.no_playback
                 )
             )
+        if args.command == "run":
+            cfg = _load(args.config)
+            from pi_agent.systemd import configure_logging
+
+            configure_logging(level or cfg.logging.level)
+            from pi_agent.app import Daemon
+
+            return asyncio.run(Daemon(cfg, args.config).run())
+        if args.command in CONTROL_COMMANDS:
+            return control_main(args)
         if args.command == "talk":
             cfg = _load(args.config)
             setup_logging(level or cfg.logging.level)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -65,6 +66,27 @@ USER_CLOSE_REASON = "User ended conversation"
 
 Listener = Callable[[Action], None]
 Watch = Callable[["Conversation"], Coroutine[Any, Any, None]]
+
+
+class GatedQueue(ChunkQueue):
+    """The capture queue; while the microphone is not live, chunks arriving are silenced.
+
+    Gating on arrival (not when sending) keeps what was said while the button was held, even if
+    it is sent later from the pre-roll backlog.
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        super().__init__(maxlen)
+        self.live = True
+
+    def _gate(self, chunk: Samples) -> Samples:
+        return chunk if self.live else np.zeros_like(chunk)
+
+    def put_nowait(self, chunk: Samples) -> None:
+        super().put_nowait(self._gate(chunk))
+
+    async def put(self, chunk: Samples) -> None:
+        await super().put(self._gate(chunk))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +147,7 @@ class Conversation:
         self.session = Session()
         self.timeline = Timeline()
         backlog = max(1, int(CAPTURE_BACKLOG_S * mic.sample_rate / mic.chunk_samples))
-        self.capture = ChunkQueue(backlog)
+        self.capture = GatedQueue(backlog)
         self.playback: PlaybackQueue | None = None
         self.playback_idle = asyncio.Event()
         self.playback_idle.set()
@@ -139,6 +161,7 @@ class Conversation:
         self._out_resampler: Resampler | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._device_error: BaseException | None = None
+        self._last_audio_id: int | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -156,6 +179,23 @@ class Conversation:
         if self._end is None:
             self._end = reason
         self._end_requested.set()
+
+    def set_mic_live(self, live: bool) -> None:
+        """Open the microphone, or send silence in its place (push-to-talk released)."""
+        self.capture.live = live
+
+    async def barge_in(self) -> None:
+        """Local barge-in: silence the agent now and drop the rest of its current reply.
+
+        The server keeps sending the interrupted reply until it hears the user, so the gate moves
+        past its event id, as a server `interruption` would; the next reply has a higher id.
+        """
+        if self.playback is not None and self._last_audio_id is not None:
+            self.playback.interrupt(self._last_audio_id + 1)
+        if self._out_resampler is not None:
+            self._out_resampler.reset()
+        await self.speaker.flush()
+        self.guard.silence_now()
 
     async def send_contextual_update(self, text: str, context_id: str | None = None) -> None:
         """Background information for the agent; never interrupts it (reference 2.5)."""
@@ -380,6 +420,7 @@ class Conversation:
 
     def _queue_audio(self, event_id: int, samples: Samples, now: float) -> None:
         assert self.playback is not None
+        self._last_audio_id = event_id
         if event_id < self.playback.gate:
             self.playback.push(event_id, samples)  # counted as stale, not resampled
             return

@@ -1,0 +1,392 @@
+"""The orchestrator of `pi-agent run`: builds the adapters, owns every long-lived task.
+
+Events from the button, signals, the control socket and the running conversation go through one
+queue into the pure state machine (`pi_agent.conversation`); its commands come back here and are
+carried out on the adapters. Shutdown goes in reverse order with a bound on each step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from pi_agent import conversation as sm
+from pi_agent import protocol as p
+from pi_agent.audio.capture import CaptureHub
+from pi_agent.audio.devices import Microphone, Speaker
+from pi_agent.client import Conversation
+from pi_agent.config import Config, load_config
+from pi_agent.control import ControlServer, socket_path
+from pi_agent.errors import EX_OK, ConfigError
+from pi_agent.hardware.button import ButtonInput, ButtonLongPress, ButtonPressed, ButtonReleased
+from pi_agent.hardware.leds import LedController, make_leds
+from pi_agent.hardware.pins import make_pin_factory
+from pi_agent.link import Connector
+from pi_agent.session import Action, EndKind, EndReason, Line, Notice, Play
+from pi_agent.session import Interrupt as InterruptAction
+from pi_agent.session import Started as StartedAction
+from pi_agent.states import State
+from pi_agent.systemd import Notifier, log_context
+from pi_agent.talk import audio_options, build_init, build_link, open_devices
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5  # idle timeout and error display resolution; also the watchdog's heartbeat
+SHUTDOWN_STEP_S = 3.0  # each shutdown step (conversation end, tasks, devices) gets this long
+# The server's vad_score above which the user counts as speaking (LED and state).
+VAD_SPEECH = 0.5
+DevicesFactory = Callable[[Config], tuple[Microphone, Speaker]]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters for `pi-agent status`."""
+
+    conversations: int = 0
+    failures: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    last: dict[str, Any] = field(default_factory=dict)
+
+
+class Daemon:
+    """`pi-agent run`: wait for triggers, hold conversations, show state; until SIGTERM."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        config_path: Path | None = None,
+        *,
+        devices: DevicesFactory = open_devices,
+        pin_factory: Any = None,
+        connector: Connector = connect,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.devices = devices
+        self.pin_factory = (
+            pin_factory if pin_factory is not None else make_pin_factory(cfg.button.pin_factory)
+        )
+        self.connector = connector
+        self.notifier = notifier or Notifier()
+        self.machine = sm.Machine(self._machine_config(cfg))
+        self.events: asyncio.Queue[sm.Event] = asyncio.Queue()
+        self.stats = Stats()
+        self.conv: Conversation | None = None
+        self._conv_task: asyncio.Task[None] | None = None
+        self._conv_started_at = 0.0
+        self._audio_started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._reload_pending = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.leds: LedController | None = None
+        self.button: ButtonInput | None = None
+        self.control: ControlServer | None = None
+        self.hub: CaptureHub | None = None
+        self.speaker: Speaker | None = None
+
+    @staticmethod
+    def _machine_config(cfg: Config) -> sm.MachineConfig:
+        return sm.MachineConfig(
+            mode=cfg.button.mode,
+            idle_timeout_s=cfg.conversation.idle_timeout_s,
+            error_display_s=cfg.conversation.error_display_s,
+        )
+
+    # ---------------------------------------------------------------- life cycle
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit status."""
+        loop = asyncio.get_running_loop()
+        self._install_signals(loop)
+        try:
+            await self._build(loop)
+            self.notifier.ready()
+            self._status("idle: waiting for a trigger")
+            log.info("pi-agent ready (agent %s)", self.cfg.agent.agent_id)
+            await self._stop.wait()
+            self.notifier.stopping()
+            log.info("stopping")
+        finally:
+            await self._shutdown()
+            self._remove_signals(loop)
+        return EX_OK
+
+    def stop(self) -> None:
+        """Ask the daemon to shut down (SIGTERM does this)."""
+        self._stop.set()
+
+    def post(self, event: sm.Event) -> None:
+        """Queue an event for the state machine (call on the loop thread)."""
+        self.events.put_nowait(event)
+
+    async def _build(self, loop: asyncio.AbstractEventLoop) -> None:
+        cfg = self.cfg
+        mic, self.speaker = self.devices(cfg)
+        self.hub = CaptureHub(mic, cfg.audio.preroll_ms)
+        self.leds = LedController(make_leds(cfg.leds, self.pin_factory), cfg.leds.patterns)
+        if cfg.button.pin is not None:
+            self.button = ButtonInput(cfg.button, self.pin_factory, loop, self._on_button)
+        self.control = ControlServer(
+            socket_path(cfg.control.socket), self._on_control, cfg.control.group
+        )
+        await self.control.start()
+        self.leds.show(State.IDLE)
+        self._spawn(self.hub.run_device(), "capture")
+        self._spawn(self.leds.run(), "leds")
+        self._spawn(self._dispatch(), "dispatch")
+        self._spawn(self._tick(), "tick")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("task %s failed: %r; stopping", task.get_name(), task.exception())
+        self._failed = True
+        self._stop.set()
+
+    async def _shutdown(self) -> None:
+        """Reverse order, each step bounded: conversation, tasks, control, button, LEDs."""
+        if self.conv is not None:
+            self.conv.end(EndReason(EndKind.LOCAL, "shutting down"))
+        if self._conv_task is not None:
+            await self._bounded(self._conv_task, "conversation")
+        for task in reversed(self._tasks):
+            task.cancel()
+            await self._bounded(task, task.get_name())
+        if self.control is not None:
+            await self.control.close()
+        if self.button is not None:
+            self.button.close()
+        if self.leds is not None:
+            self.leds.close()
+
+    @staticmethod
+    async def _bounded(task: asyncio.Task[None], name: str) -> None:
+        done, _ = await asyncio.wait([task], timeout=SHUTDOWN_STEP_S)
+        if not done:
+            log.warning("%s did not stop within %.0f s; abandoning it", name, SHUTDOWN_STEP_S)
+            task.cancel()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self.stop)
+        loop.add_signal_handler(signal.SIGUSR1, self.post, sm.Wake("SIGUSR1"))
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+
+    @staticmethod
+    def _remove_signals(loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    # ---------------------------------------------------------------- event loop
+
+    async def _tick(self) -> None:
+        """Time for the machine, and the watchdog: pinged only while events are handled."""
+        handled_before = -1
+        while True:
+            await asyncio.sleep(TICK_S)
+            if self._handled != handled_before:
+                self.notifier.watchdog()  # the dispatcher moved since the last tick: healthy
+            handled_before = self._handled
+            self.post(sm.Tick())
+
+    _handled = 0
+    _failed = False
+
+    async def _dispatch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            event = await self.events.get()
+            for command in self.machine.handle(event, loop.time()):
+                await self._execute(command)
+            self._handled += 1
+            for violation in self.machine.violations:
+                log.error("state machine: unhandled %s", violation)
+            self.machine.violations.clear()
+
+    async def _execute(self, command: sm.Command) -> None:
+        match command:
+            case sm.StateChanged(new=new, why=why):
+                self._state_changed(new, why)
+            case sm.StartConversation(mic_live=live):
+                self._start_conversation(live)
+            case sm.EndConversation(why=why):
+                if self.conv is not None:
+                    self.conv.end(EndReason(EndKind.LOCAL, why))
+            case sm.SetMic(live=live):
+                if self.conv is not None:
+                    self.conv.set_mic_live(live)
+            case sm.FlushPlayback():
+                if self.conv is not None:
+                    await self.conv.barge_in()
+
+    def _state_changed(self, new: State, why: str) -> None:
+        if self.leds is not None:
+            self.leds.show(new)
+        log_context(state=new.value, conversation_id=self.machine.conversation_id)
+        self._status(f"{new.value}: {why}")
+        log.info("state %s (%s)", new.value, why)
+        if new in (State.IDLE, State.MUTED) and self._reload_pending:
+            self._reload_pending = False
+            self._reload()
+
+    def _status(self, text: str) -> None:
+        self.notifier.status(text)
+
+    # ---------------------------------------------------------------- conversations
+
+    def _start_conversation(self, mic_live: bool) -> None:
+        assert self.hub is not None
+        assert self.speaker is not None
+        cfg = self.cfg
+        try:
+            link = build_link(cfg)  # reads the key file now: a fixed key needs no restart
+        except ConfigError as exc:
+            self.post(sm.Ended(EndReason(EndKind.AUTH_FAILED, str(exc))))
+            return
+        conv = Conversation(
+            link,
+            build_init(cfg),
+            self.hub.borrow(),
+            self.speaker,
+            max_duration_s=cfg.conversation.max_duration_s,
+            listener=self._on_action,
+            connector=self.connector,
+            audio=audio_options(cfg),
+        )
+        conv.set_mic_live(mic_live)
+        self.conv = conv
+        self.stats.conversations += 1
+        self._conv_started_at = time.monotonic()
+        self._conv_task = asyncio.create_task(self._hold(conv), name="conversation")
+
+    async def _hold(self, conv: Conversation) -> None:
+        reason = await conv.run(self._watch_playback)
+        if not reason.ok and reason.kind not in (EndKind.LOCAL, EndKind.TIME_LIMIT):
+            self.stats.failures += 1
+            log.error("conversation failed: %s", reason)
+        else:
+            log.info("conversation ended: %s", reason)
+        self.stats.last = {
+            "conversation_id": conv.session.conversation_id,
+            "duration_s": round(time.monotonic() - self._conv_started_at, 1),
+            "end": str(reason),
+        }
+        self.conv = None
+        self.post(sm.Ended(reason))
+
+    async def _watch_playback(self, conv: Conversation) -> None:
+        """Tell the machine when the agent's audio has run out."""
+        while True:
+            await self._audio_started.wait()
+            self._audio_started.clear()
+            await conv.playback_idle.wait()
+            self.post(sm.AgentDone())
+
+    def _on_action(self, action: Action) -> None:
+        match action:
+            case StartedAction(conversation_id=cid):
+                self.post(sm.Started(cid))
+            case Play():
+                self._audio_started.set()
+                self.post(sm.AgentAudio())
+            case InterruptAction():
+                self.post(sm.Interrupted())
+            case Line(role=role, text=text):
+                if role == "user":
+                    self.post(sm.UserTurn())
+                if self.cfg.logging.transcripts:
+                    log.info("%s: %s", role, text)
+            case Notice(event=p.VadScore(vad_score=score)) if score >= VAD_SPEECH:
+                self.post(sm.UserSpeech())
+            case _:
+                pass
+
+    # ---------------------------------------------------------------- triggers
+
+    def _on_button(self, event: object) -> None:
+        if isinstance(event, ButtonPressed):
+            self.post(sm.Press())
+        elif isinstance(event, ButtonReleased):
+            self.post(sm.Release(event.held_s))
+        elif isinstance(event, ButtonLongPress):
+            self.post(sm.LongPress())
+
+    async def _on_control(self, cmd: str, text: str) -> dict[str, Any]:
+        if cmd == "status":
+            return {"ok": True, **self.status()}
+        if cmd == "wake":
+            self.post(sm.Wake("control"))
+        elif cmd == "end":
+            self.post(sm.EndRequest("pi-agent end"))
+        elif cmd == "mute":
+            self.post(sm.MuteToggle())
+        else:
+            conv = self.conv
+            if conv is None or not conv.started:
+                return {"ok": False, "error": "no conversation is running; `pi-agent wake` first"}
+            if cmd == "say":
+                await conv.send_user_message(text)
+            else:
+                await conv.send_contextual_update(text)
+        return {"ok": True, "state": self.machine.state.value}
+
+    def status(self) -> dict[str, Any]:
+        """State, conversation id, RTT, uptime and counters (never secrets)."""
+        conv = self.conv
+        return {
+            "state": self.machine.state.value,
+            "conversation_id": self.machine.conversation_id,
+            "rtt_ms": conv.session.rtt_ms if conv is not None else None,
+            "uptime_s": round(time.monotonic() - self.stats.started_at, 1),
+            "conversations": self.stats.conversations,
+            "failures": self.stats.failures,
+            "last_conversation": self.stats.last or None,
+            "pid": os.getpid(),
+        }
+
+    # ---------------------------------------------------------------- reload
+
+    def _request_reload(self) -> None:
+        if self.machine.state in (State.IDLE, State.MUTED, State.ERROR):
+            self._reload()
+        else:
+            log.info("SIGHUP: reloading once the conversation ends")
+            self._reload_pending = True
+
+    def _reload(self) -> None:
+        """Re-read the config; conversation settings apply now, an invalid file changes nothing."""
+        if self.config_path is None:
+            return
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+        else:
+            hardware = ("audio", "button", "leds", "control")
+            changed = [name for name in hardware if getattr(new, name) != getattr(self.cfg, name)]
+            if changed:
+                log.warning(
+                    "reload: %s changed; restart the service to apply them", ", ".join(changed)
+                )
+            self.cfg = new
+            self.machine.config = self._machine_config(new)
+            logging.getLogger("pi_agent").setLevel(new.logging.level.upper())
+            log.info("configuration reloaded from %s", self.config_path)
+        self.notifier.ready()
+        self._status(f"{self.machine.state.value}: configuration reloaded")

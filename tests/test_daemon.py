@@ -1,0 +1,351 @@
+"""`pi-agent run` end to end: simulator, gpiozero mock pins, control socket, real sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import stat
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from pi_agent.app import Daemon
+from pi_agent.audio.devices import ChunkQueue, FileSpeaker, Pacer, Samples
+from pi_agent.audio.wavfile import write_wav
+from pi_agent.config import Config
+from pi_agent.control import request
+from pi_agent.simulator import Scenario, SendAudio, Simulator, SimulatorOptions, Wait
+from pi_agent.systemd import Notifier
+
+T = TypeVar("T")
+RATE = 16000
+CHUNK = 320
+BUTTON, RED, GREEN, BLUE = 17, 5, 6, 13
+STATE_TIMEOUT_S = 15.0
+POLL_S = 0.02
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    async def bounded() -> T:
+        async with asyncio.timeout(90):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+def tone(seconds: float, freq: float = 440.0) -> Samples:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (np.sin(2 * np.pi * freq * t) * 9000).astype(np.int16)
+
+
+class ScriptedMic:
+    """A live microphone in real time: silence, or what the test makes the user say."""
+
+    sample_rate = RATE
+    chunk_samples = CHUNK
+    finished = False
+
+    def __init__(self) -> None:
+        self._pending = np.zeros(0, dtype=np.int16)
+
+    def say(self, samples: Samples) -> None:
+        self._pending = np.concatenate((self._pending, samples))
+
+    async def run(self, queue: ChunkQueue) -> None:
+        pacer = Pacer(1.0)
+        while True:
+            chunk = np.zeros(CHUNK, dtype=np.int16)
+            take = self._pending[:CHUNK]
+            chunk[: len(take)] = take
+            self._pending = self._pending[len(take) :]
+            queue.put_nowait(chunk)
+            await pacer.wait(CHUNK / RATE)
+
+
+class NotifySink:
+    """A NOTIFY_SOCKET: collects the daemon's sd_notify datagrams."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+        self.cursor = 0  # statuses before this index were already waited for
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.messages
+
+    def statuses(self) -> list[str]:
+        return [
+            line[len("STATUS=") :]
+            for m in self.drain()
+            for line in m.splitlines()
+            if line.startswith("STATUS=")
+        ]
+
+    async def wait_for(self, prefix: str, timeout_s: float = STATE_TIMEOUT_S) -> None:
+        """Wait for a STATUS= line starting with `prefix`, after the last one waited for."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                statuses = self.statuses()
+                for i in range(self.cursor, len(statuses)):
+                    if statuses[i].startswith(prefix):
+                        self.cursor = i + 1
+                        return
+                await asyncio.sleep(POLL_S)
+
+    async def wait_message(self, text: str, timeout_s: float = STATE_TIMEOUT_S) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not any(text in m for m in self.drain()):  # noqa: ASYNC110 - a socket, polled
+                await asyncio.sleep(POLL_S)
+
+
+@dataclass
+class Bed:
+    daemon: Daemon
+    sim: Simulator
+    mic: ScriptedMic
+    notify: NotifySink
+    pins: MockFactory
+    control: Path
+    config_path: Path
+    task: asyncio.Task[int] = field(init=False)
+
+    def press(self) -> None:
+        self.pins.pin(BUTTON).drive_low()
+
+    def release(self) -> None:
+        self.pins.pin(BUTTON).drive_high()
+
+    def rgb(self) -> tuple[float, float, float]:
+        return tuple(round(float(self.pins.pin(p).state), 2) for p in (RED, GREEN, BLUE))  # type: ignore[return-value]
+
+
+def make_config(tmp_path: Path, server_url: str, **sections: dict[str, Any]) -> tuple[Config, Path]:
+    write_wav(tmp_path / "unused.wav", np.zeros(160, np.int16), RATE)
+    base: dict[str, dict[str, Any]] = {
+        "audio": {"backend": "file", "input_file": str(tmp_path / "unused.wav"), "jitter_ms": 0},
+        "button": {"pin": BUTTON, "bounce_ms": 0, "long_press_s": 1.5},
+        "leds": {"driver": "rgb", "pins": [RED, GREEN, BLUE]},
+        "control": {"socket": str(tmp_path / "control.sock")},
+        "conversation": {"error_display_s": 0.5},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    lines = ["agent:", "  agent_id: agent_1", f"  server_url: {server_url}"]
+    for name, values in base.items():
+        lines.append(f"{name}:")
+        lines.extend(f"  {k}: {json.dumps(v)}" for k, v in values.items())
+    path = tmp_path / "pi-agent.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    from pi_agent.config import load_config
+
+    return load_config(path), path
+
+
+@contextlib.asynccontextmanager
+async def daemon_bed(
+    tmp_path: Path, sim_options: SimulatorOptions | None = None, **sections: dict[str, Any]
+) -> AsyncIterator[Bed]:
+    async with Simulator(sim_options or SimulatorOptions(ping_interval_s=0.3)) as sim:
+        cfg, path = make_config(tmp_path, sim.url, **sections)
+        mic = ScriptedMic()
+        pins = MockFactory(pin_class=MockPWMPin)
+        notify = NotifySink(tmp_path / "notify.sock")
+        daemon = Daemon(
+            cfg,
+            path,
+            devices=lambda c: (mic, FileSpeaker(None, 1.0)),
+            pin_factory=pins,
+            notifier=Notifier({"NOTIFY_SOCKET": str(notify.path)}),
+        )
+        bed = Bed(daemon, sim, mic, notify, pins, tmp_path / "control.sock", path)
+        bed.task = asyncio.create_task(daemon.run())
+        try:
+            await notify.wait_message("READY=1")
+            yield bed
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(bed.task, 20)
+            notify.sock.close()
+
+
+def test_push_to_talk_conversation_states_leds_and_status(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with daemon_bed(tmp_path) as bed:
+            assert bed.rgb() == (0.0, 0.0, 0.0)  # idle: off
+            bed.press()
+            await bed.notify.wait_for("connecting")
+            await bed.notify.wait_for("user_speaking")
+            assert bed.rgb() == (0.0, 1.0, 1.0)  # cyan: the user is talking
+            bed.mic.say(tone(1.0))
+            await asyncio.sleep(1.1)
+            bed.release()  # silence from now on: the server ends the turn
+            await bed.notify.wait_for("thinking")
+            await bed.notify.wait_for("agent_speaking")
+            await bed.notify.wait_for("listening: agent finished")
+            assert bed.rgb() == (0.0, 0.0, 1.0)  # blue: listening
+            status = await request(bed.control, "status")
+            assert status["state"] == "listening"
+            assert status["conversation_id"].startswith("conv_")
+            assert status["rtt_ms"] is not None
+            reply = await request(bed.control, "end")
+            assert reply["ok"]
+            await bed.notify.wait_for("idle: local: pi-agent end")
+            status = await request(bed.control, "status")
+            assert status["state"] == "idle"
+            assert status["conversations"] == 1
+            assert status["failures"] == 0
+            assert status["last_conversation"]["conversation_id"].startswith("conv_")
+            record = bed.sim.conversations[0]
+            heard = record.user_audio()
+            assert len(heard) > RATE  # the speech reached the server
+            assert bed.daemon.machine.violations == []
+
+    run(main())
+
+
+def test_sigusr1_wakes_and_long_press_ends(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with daemon_bed(tmp_path) as bed:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            await bed.notify.wait_for("connecting: SIGUSR1")
+            await bed.notify.wait_for("listening: conversation started")
+            bed.press()
+            await asyncio.sleep(1.8)  # past long_press_s
+            await bed.notify.wait_for("ending: long press")
+            bed.release()
+            await bed.notify.wait_for("idle")
+
+    run(main())
+
+
+def test_button_press_barges_in_while_the_agent_speaks(tmp_path: Path) -> None:
+    scenario = Scenario(
+        (
+            Wait(0.3),
+            SendAudio(duration_s=4.0, event_id=1, paced=False),
+            Wait(1.5),  # the server has not noticed the barge-in yet: more of the same reply
+            SendAudio(duration_s=2.0, event_id=1, paced=False),
+            Wait(30),
+        )
+    )
+    options = SimulatorOptions(scenario=scenario, ping_interval_s=0)
+
+    async def main() -> None:
+        async with daemon_bed(tmp_path, options, button={"mode": "toggle"}) as bed:
+            await request(bed.control, "wake")
+            await bed.notify.wait_for("agent_speaking")
+            conv = bed.daemon.conv
+            assert conv is not None
+            assert conv.playback is not None
+            assert conv.playback.queued_samples > RATE  # seconds of agent audio queued
+            bed.press()
+            await bed.notify.wait_for("user_speaking: barge-in")
+            assert conv.playback.queued_samples == 0  # flushed at once, locally
+            await asyncio.sleep(2.0)
+            # The rest of the interrupted reply still arriving is dropped, not played.
+            assert conv.playback.queued_samples == 0
+            assert conv.playback.stale_events > 0
+            bed.release()
+
+    run(main())
+
+
+def test_failure_shows_error_then_idle_and_next_trigger_works(tmp_path: Path) -> None:
+    async def main() -> None:
+        options = SimulatorOptions(agent_ids=frozenset({"someone_else"}), ping_interval_s=0)
+        async with daemon_bed(tmp_path, options) as bed:
+            await request(bed.control, "wake")
+            await bed.notify.wait_for("error: server_error")
+            assert bed.rgb() in ((1.0, 0.0, 0.0), (0.0, 0.0, 0.0))  # red, blinking
+            await bed.notify.wait_for("idle: error shown")
+            status = await request(bed.control, "status")
+            assert status["failures"] == 1
+            assert "does not exist" in status["last_conversation"]["end"]
+
+    run(main())
+
+
+def test_sighup_reload_is_deferred_during_a_conversation(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with daemon_bed(tmp_path) as bed:
+            await request(bed.control, "wake")
+            await bed.notify.wait_for("listening")
+            text = bed.config_path.read_text().replace("idle_timeout_s", "idle_timeout_s")
+            bed.config_path.write_text(text + "logging:\n  transcripts: true\n")
+            os.kill(os.getpid(), signal.SIGHUP)
+            await asyncio.sleep(0.3)
+            assert not any("RELOADING=1" in m for m in bed.notify.drain())
+            assert not bed.daemon.cfg.logging.transcripts
+            await request(bed.control, "end")
+            await bed.notify.wait_message("RELOADING=1")
+            await bed.notify.wait_for("idle: configuration reloaded")
+            assert bed.daemon.cfg.logging.transcripts
+            # An invalid file is refused and the running configuration kept.
+            bed.config_path.write_text("agent:\n  agnet_id: x\n")
+            os.kill(os.getpid(), signal.SIGHUP)
+            await asyncio.sleep(0.3)
+            assert bed.daemon.cfg.logging.transcripts
+            assert (await request(bed.control, "status"))["state"] == "idle"
+
+    run(main())
+
+
+def test_sigterm_shuts_down_in_order(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with daemon_bed(tmp_path) as bed:
+            await request(bed.control, "wake")
+            await bed.notify.wait_for("listening")
+            mode = stat.S_IMODE(os.stat(bed.control).st_mode)
+            assert mode == 0o660
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert await asyncio.wait_for(bed.task, 15) == 0
+            assert any("STOPPING=1" in m for m in bed.notify.drain())
+            assert bed.rgb() == (0.0, 0.0, 0.0)  # LEDs off
+            assert not bed.control.exists()
+            record = bed.sim.conversations[0]
+            await record.wait_ended(5)
+            assert record.close_code == 1000
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        (b"not json\n", "request is not JSON"),
+        (b'{"cmd": "format_disk"}\n', "unknown command 'format_disk'"),
+        (b'{"cmd": "say"}\n', "say needs a text"),
+        (b'{"cmd": "say", "text": "' + b"x" * 10_000 + b'"}\n', "oversized"),
+    ],
+)
+def test_control_socket_rejects_bad_requests_harmlessly(
+    tmp_path: Path, payload: bytes, error: str
+) -> None:
+    async def main() -> None:
+        async with daemon_bed(tmp_path) as bed:
+            reader, writer = await asyncio.open_unix_connection(str(bed.control))
+            writer.write(payload)
+            await writer.drain()
+            reply = json.loads(await reader.readline())
+            writer.close()
+            assert reply["ok"] is False
+            assert error in reply["error"]
+            assert (await request(bed.control, "status"))["state"] == "idle"
+
+    run(main())
