@@ -386,7 +386,7 @@ class Daemon:
                 )
             self.cfg = new
             self.machine.config = self._machine_config(new)
-            logging.getLogger("pi_agent").setLevel(new.logging.level.upper())
+            logging.getLogger().setLevel(new.logging.level.upper())
             log.info("configuration reloaded from %s", self.config_path)
         self.notifier.ready()
         self._status(f"{self.machine.state.value}: configuration reloaded")
