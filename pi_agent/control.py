@@ -115,7 +115,8 @@ class ControlServer:
             gid = os.getegid()
             if self.group is not None:
                 gid = grp.getgrnam(self.group).gr_gid
-                os.chown(self.path, -1, gid)
+                if gid != os.getegid():  # the hardened unit forbids chown; skip when needless
+                    os.chown(self.path, -1, gid)
         except (OSError, KeyError) as exc:
             raise ControlError(f"cannot create the control socket {self.path}: {exc}") from exc
         self._allowed_gid = gid

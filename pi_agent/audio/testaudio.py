@@ -17,7 +17,7 @@ import numpy as np
 from pi_agent.audio import formats
 from pi_agent.audio.devices import ChunkQueue, Microphone, Samples, Speaker
 from pi_agent.audio.resample import Resampler
-from pi_agent.errors import EX_IOERR, EX_OK
+from pi_agent.errors import EX_IOERR, EX_OK, AudioError
 
 # Below this RMS level (dBFS) over the recording, the microphone probably hears nothing:
 # a quiet room with a working USB microphone reads around -60 to -50 dBFS, speech -30 to -15.
@@ -59,29 +59,51 @@ def measure(samples: Samples, rate: int) -> LevelReport:
     )
 
 
+class _Recording(ChunkQueue):
+    """Keeps the first `want` samples it is given and ignores the rest (never drops the start)."""
+
+    def __init__(self, want: int) -> None:
+        super().__init__(1)
+        self.want = want
+        self.chunks: list[Samples] = []
+        self.have = 0
+        self.full = asyncio.Event()
+
+    def put_nowait(self, chunk: Samples) -> None:
+        if self.have < self.want:
+            self.chunks.append(chunk)
+            self.have += len(chunk)
+            if self.have >= self.want:
+                self.full.set()
+
+    async def put(self, chunk: Samples) -> None:
+        self.put_nowait(chunk)
+
+
 async def record(mic: Microphone, seconds: float) -> Samples:
-    """Capture `seconds` of audio from `mic`."""
-    want = int(seconds * mic.sample_rate)
-    queue = ChunkQueue(max(1, want // mic.chunk_samples + 2))
-    task = asyncio.create_task(mic.run(queue), name="test-audio-capture")
-    got: list[Samples] = []
-    have = 0
+    """Capture the first `seconds` of audio from `mic`."""
+    recording = _Recording(int(seconds * mic.sample_rate))
+    task = asyncio.create_task(mic.run(recording), name="test-audio-capture")
+    full = asyncio.create_task(recording.full.wait())
     try:
-        async with asyncio.timeout(seconds + RECORD_SLACK_S):
-            while have < want:
-                get = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({get, task}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:
-                    get.cancel()
-                    task.result()  # the microphone failed: raise its AudioError
-                chunk = get.result()
-                got.append(chunk)
-                have += len(chunk)
+        done, _ = await asyncio.wait(
+            {full, task}, timeout=seconds + RECORD_SLACK_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            raise AudioError(
+                f"the microphone delivered {recording.have / mic.sample_rate:.1f} s of audio "
+                f"in {seconds + RECORD_SLACK_S:g} s; is it the right device, and not in use?"
+            )
+        if not full.done():
+            task.result()  # the microphone failed: raise its AudioError
     finally:
+        full.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    return np.concatenate(got)[:want] if got else np.zeros(0, dtype=np.int16)
+    if not recording.chunks:
+        return np.zeros(0, dtype=np.int16)
+    return np.concatenate(recording.chunks)[: recording.want]
 
 
 async def play(speaker: Speaker, samples: Samples, rate: int, frame_ms: int = 20) -> None:
