@@ -75,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list audio devices and the sample rates they accept")
 
+    bench = sub.add_parser(
+        "bench", help="measure speaker -> microphone round trips and CPU on this device"
+    )
+    _config_arg(bench)
+    bench.add_argument(
+        "--rounds", type=int, default=10, choices=range(1, 201), metavar="N", help="1 to 200"
+    )
+    bench.add_argument("--json", type=Path, help="also write the figures as JSON here")
+
     test_audio = sub.add_parser(
         "test-audio", help="record a few seconds, show the level, play it back"
     )
@@ -180,6 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pi_agent.audio.devicelist import devices_main
 
             return devices_main(sys.stdout, sys.stderr)
+        if args.command == "bench":
+            cfg = _load(args.config)
+            setup_logging(level or "warning")
+            from pi_agent.bench import bench_main
+
+            return bench_main(cfg, rounds=args.rounds, json_path=args.json)
         if args.command == "test-audio":
             cfg = _load(args.config)
             setup_logging(level or "warning")

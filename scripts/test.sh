@@ -7,8 +7,8 @@ ensure_debs "${BUILD_DEBS[@]}" systemd pulseaudio pulseaudio-utils libasound2-pl
 ensure_venv "test"
 cd "$REPO"
 say "ruff"
-"$VENV/bin/ruff" check pi_agent tests
-"$VENV/bin/ruff" format --check pi_agent tests
+"$VENV/bin/ruff" check pi_agent tests scripts
+"$VENV/bin/ruff" format --check pi_agent tests scripts
 say "mypy --strict"
 "$VENV/bin/mypy"
 say "pytest"

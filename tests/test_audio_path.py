@@ -124,3 +124,31 @@ def test_earcons_have_their_notes_in_order_and_no_clicks(
     assert abs(int(sound[0])) < 200 and abs(int(sound[-1])) < 200  # faded in and out
     with pytest.raises(ValueError, match="unknown earcon"):
         earcon("fanfare", 16000)
+
+
+def test_replies_spaced_closely_do_not_ratchet_the_target() -> None:
+    """A new reply (new event id) after the last one ran dry is not an underrun."""
+    q = PlaybackQueue(FRAME, sample_rate=RATE, target_ms=40, max_target_ms=300)
+    now = 0.0
+    for reply in range(1, 12):
+        q.push(reply, ones(100), now=now)
+        while (frame := q.pop(now)) is not None or q.queued_samples:
+            now += 0.02 if frame is not None else 0.005
+        q.pop(now)  # runs dry
+        now += 0.4
+    assert q.underruns == 0
+    assert q.target == RATE * 40 // 1000
+
+
+def test_target_decays_after_clean_replies() -> None:
+    q = PlaybackQueue(FRAME, sample_rate=RATE, target_ms=20, max_target_ms=300)
+    q.push(1, ones(20), now=0.0)
+    q.pop(now=0.0)
+    q.pop(now=0.02)  # dry mid-reply
+    q.push(1, ones(20), now=0.1)  # underrun: the target grows
+    grown = q.target
+    assert grown > RATE * 20 // 1000
+    q.push(2, ones(20), now=5.0)  # reply 1 had an underrun: no decay yet
+    assert q.target == grown
+    q.push(3, ones(20), now=10.0)  # reply 2 was clean: decay toward the base
+    assert RATE * 20 // 1000 <= q.target < grown

@@ -7,7 +7,9 @@ and only the frame already handed to the device is heard (reference 4.5).
 Jitter buffer: after being idle (or running dry), playback waits until `target` samples are
 queued, or until the oldest has waited `target`'s duration, so a late packet does not cut a word in
 two. The target follows the measured lateness of audio events (RFC 3550-style smoothed jitter)
-and grows after each underrun; it never exceeds `max_target`.
+and grows after each underrun, never beyond `max_target`; each reply that plays without an
+underrun brings it back toward the configured base. A reply is recognised by its event id (the
+service numbers turns, reference 4.5): a gap before a new id is the next reply, not lateness.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ JITTER_MULTIPLE = 2.0
 UNDERRUN_WINDOW_S = 0.5
 # Each underrun adds this much to the target, so the buffer learns a bad link quickly.
 UNDERRUN_STEP_S = 0.02
+# After a clean reply the target keeps this share of its excess over the base: a link that got
+# better is trusted again over a few replies, not at once.
+TARGET_DECAY = 0.5
 
 
 class PlaybackQueue:
@@ -58,6 +63,8 @@ class PlaybackQueue:
         self._dry_at: float | None = None  # when playback last ran dry
         self._media_t0: float | None = None  # transit time of the previous event of this stream
         self._media_s = 0.0
+        self._reply_id: int | None = None  # event id of the reply being received
+        self._reply_underruns = 0
         self.stale_events = 0  # audio events dropped because they predate an interruption
         self.dropped_samples = 0  # samples discarded by interruptions
         self.queued_total = 0  # samples ever accepted
@@ -90,7 +97,7 @@ class PlaybackQueue:
             return False
         if len(samples) == 0:
             return True
-        self._note_arrival(len(samples), now)
+        self._note_arrival(event_id, len(samples), now)
         self.queued_total += len(samples)
         data = np.concatenate((self._partial, samples)) if len(self._partial) else samples
         n = self.frame_samples
@@ -102,14 +109,17 @@ class PlaybackQueue:
             self._waiting_since = now
         return True
 
-    def _note_arrival(self, count: int, now: float) -> None:
-        """Update the jitter estimate and count an underrun if audio resumed soon after dry."""
-        if self._dry_at is not None and now - self._dry_at < UNDERRUN_WINDOW_S:
+    def _note_arrival(self, event_id: int, count: int, now: float) -> None:
+        """Update the jitter estimate; count an underrun if this reply resumed soon after dry."""
+        if event_id != self._reply_id:
+            self._new_reply(event_id)
+        elif self._dry_at is not None and now - self._dry_at < UNDERRUN_WINDOW_S:
             self.underruns += 1
+            self._reply_underruns += 1
             step = int(UNDERRUN_STEP_S * self.sample_rate)
             self.target = min(self.max_target, self.target + step)
         elif self._dry_at is not None:
-            self._media_t0 = None  # a new reply: restart the arrival clock
+            self._media_t0 = None  # a long pause inside a reply: restart the arrival clock
         self._dry_at = None
         transit = now - self._media_s  # arrival time minus the audio's own clock
         if self._media_t0 is None:
@@ -124,6 +134,15 @@ class PlaybackQueue:
             self.target = min(self.max_target, max(self.target, wanted))
         self._media_t0 = transit  # the previous event's transit time
         self._media_s += count / self.sample_rate
+
+    def _new_reply(self, event_id: int) -> None:
+        """A new reply starts: the last one's gaps are not lateness, and a clean one decays."""
+        if self._reply_id is not None and self._reply_underruns == 0:
+            excess = self.target - self.base_target
+            self.target = self.base_target + int(excess * TARGET_DECAY)
+        self._reply_id = event_id
+        self._reply_underruns = 0
+        self._media_t0 = None
 
     def pop(self, now: float = 0.0) -> Samples | None:
         """Next frame to play, or None while filling or empty; the short tail comes last."""

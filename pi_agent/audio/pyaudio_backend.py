@@ -229,6 +229,7 @@ class SampleFifo:
         self._offset = 0  # samples of the first frame already pulled
         self._queued = 0
         self._lock = threading.Lock()  # held only for list operations, never across I/O
+        self._silence = b""  # cached zeros for idle pulls
 
     @property
     def queued(self) -> int:
@@ -244,6 +245,11 @@ class SampleFifo:
 
     def pull(self, count: int) -> tuple[bytes, int]:
         """`count` samples as native int16 bytes, zero-padded, and how many were real audio."""
+        if not self._queued:
+            # The idle speaker asks for silence 50 times a second: answer without allocating.
+            if len(self._silence) != 2 * count:
+                self._silence = bytes(2 * count)
+            return self._silence, 0
         out = np.zeros(count, dtype=np.int16)
         filled = 0
         with self._lock:
