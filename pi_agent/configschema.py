@@ -106,8 +106,15 @@ class Context:
         """Build the plain value of `node` with SafeLoader semantics, or raise Invalid."""
         try:
             return self._loader.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-            problem = getattr(exc, "problem", None) or str(exc)
+        except (
+            yaml.YAMLError,
+            ValueError,
+            TypeError,
+            OverflowError,
+            LookupError,  # PyYAML on `!!bool x`, `!!int ""`
+            AttributeError,  # PyYAML on `!!timestamp x`
+        ) as exc:
+            problem = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
             raise Invalid(f"the value cannot be read ({problem})", "a plain YAML value") from None
 
     def pairs(self, node: MappingNode, path: str) -> Iterator[tuple[str, Node, Node, str]]:
@@ -275,7 +282,10 @@ class FilePath(Kind):
             raise wrong_type(value, text=True)
         if not value:
             raise Invalid("'' is empty")
-        path = ctx.base_dir / Path(value).expanduser()
+        try:
+            path = ctx.base_dir / Path(value).expanduser()
+        except RuntimeError:  # `~nosuchuser/...`: the home folder cannot be found
+            raise Invalid(f"{show(value)} names the home folder of an unknown user") from None
         named = show(value) if str(path) == value else f"{show(value)} (resolved to {str(path)!r})"
         if self.need == "parent":
             if not path.parent.is_dir():

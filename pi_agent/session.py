@@ -21,6 +21,8 @@ Samples = npt.NDArray[np.int16]
 # Close codes the websockets library reports for a link that died without a close handshake.
 CLOSE_ABNORMAL = 1006  # RFC 6455: no close frame received
 CLOSE_GOING_AWAY = 1001
+# A ping_ms beyond this (10 minutes) is garbage, not a round trip: it is not recorded.
+MAX_PLAUSIBLE_RTT_MS = 600_000
 
 
 class EndKind(enum.StrEnum):
@@ -172,7 +174,7 @@ class Session:
         match event:
             case p.Ping(event_id=event_id, ping_ms=ping_ms):
                 self.counters.pings += 1
-                if ping_ms is not None:
+                if ping_ms is not None and 0 <= ping_ms < MAX_PLAUSIBLE_RTT_MS:
                     self.rtt_ms = float(ping_ms)
                 return [Send(p.encode(p.Pong(event_id)))]
             case p.Audio():
