@@ -8,6 +8,7 @@ carried out on the adapters. Shutdown goes in reverse order with a bound on each
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -23,8 +24,16 @@ from pi_agent import conversation as sm
 from pi_agent import protocol as p
 from pi_agent.audio.capture import CaptureHub
 from pi_agent.audio.devices import Microphone, Speaker
-from pi_agent.client import Conversation
+from pi_agent.builtins import (
+    DeviceHooks,
+    LedOverride,
+    SpeakerVolume,
+    build_registry,
+    end_when_asked,
+)
+from pi_agent.client import Conversation, Watch
 from pi_agent.config import Config, load_config
+from pi_agent.context import TranscriptLog, explain_end, send_periodic_context
 from pi_agent.control import ControlServer, socket_path
 from pi_agent.errors import EX_OK, ConfigError
 from pi_agent.hardware.button import ButtonInput, ButtonLongPress, ButtonPressed, ButtonReleased
@@ -37,6 +46,7 @@ from pi_agent.session import Started as StartedAction
 from pi_agent.states import State
 from pi_agent.systemd import Notifier, log_context
 from pi_agent.talk import audio_options, build_init, build_link, open_devices
+from pi_agent.wakeword import Detection, WakeWordListener
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +103,9 @@ class Daemon:
         self.control: ControlServer | None = None
         self.hub: CaptureHub | None = None
         self.speaker: Speaker | None = None
+        self.wakeword: WakeWordListener | None = None
+        self.led_override: LedOverride | None = None
+        self.transcript = TranscriptLog(None, enabled=False)
 
     @staticmethod
     def _machine_config(cfg: Config) -> sm.MachineConfig:
@@ -133,7 +146,13 @@ class Daemon:
         cfg = self.cfg
         mic, self.speaker = self.devices(cfg)
         self.hub = CaptureHub(mic, cfg.audio.preroll_ms)
-        self.leds = LedController(make_leds(cfg.leds, self.pin_factory), cfg.leds.patterns)
+        if cfg.wakeword.enabled:  # loads the model first: a missing extra fails before anything
+            self.wakeword = WakeWordListener.from_config(
+                cfg.wakeword, self.hub.sample_rate, self._on_wake_word
+            )
+            self.hub.add_idle_listener(self.wakeword.feed)
+        self.led_override = LedOverride(make_leds(cfg.leds, self.pin_factory))  # set_led tool
+        self.leds = LedController(self.led_override, cfg.leds.patterns)
         if cfg.button.pin is not None:
             self.button = ButtonInput(cfg.button, self.pin_factory, loop, self._on_button)
         self.control = ControlServer(
@@ -142,7 +161,10 @@ class Daemon:
         await self.control.start()
         self.leds.show(State.IDLE)
         self._spawn(self.hub.run_device(), "capture")
+        if self.wakeword is not None:
+            self._spawn(self.wakeword.run(), "wakeword")
         self._spawn(self.leds.run(), "leds")
+        self._spawn(self.led_override.run(), "led-override")
         self._spawn(self._dispatch(), "dispatch")
         self._spawn(self._tick(), "tick")
 
@@ -258,12 +280,16 @@ class Daemon:
         except ConfigError as exc:
             self.post(sm.Ended(EndReason(EndKind.AUTH_FAILED, str(exc))))
             return
+        end_asked = asyncio.Event()  # set by the end_conversation tool
+        set_led = self.led_override.override if self.led_override is not None else None
+        hooks = DeviceHooks(SpeakerVolume.of(self.speaker), set_led, end_asked.set)
         conv = Conversation(
             link,
             build_init(cfg),
             self.hub.borrow(),
             self.speaker,
             max_duration_s=cfg.conversation.max_duration_s,
+            tools=build_registry(cfg.tools, hooks),
             listener=self._on_action,
             connector=self.connector,
             audio=audio_options(cfg),
@@ -272,10 +298,26 @@ class Daemon:
         self.conv = conv
         self.stats.conversations += 1
         self._conv_started_at = time.monotonic()
-        self._conv_task = asyncio.create_task(self._hold(conv), name="conversation")
+        self._conv_task = asyncio.create_task(
+            self._hold(conv, self._watch(cfg, end_asked)), name="conversation"
+        )
 
-    async def _hold(self, conv: Conversation) -> None:
-        reason = await conv.run(self._watch_playback)
+    def _watch(self, cfg: Config, end_asked: asyncio.Event) -> Watch:
+        """What runs beside a conversation: playback, periodic context, end_conversation."""
+
+        async def watch(conv: Conversation) -> None:
+            ended = functools.partial(self.post, sm.EndRequest("the agent ended the conversation"))
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch_playback(conv))
+                group.create_task(send_periodic_context(conv, cfg.context.periodic))
+                group.create_task(end_when_asked(end_asked, conv.playback_idle, ended))
+
+        return watch
+
+    async def _hold(self, conv: Conversation, watch: Watch) -> None:
+        reason = explain_end(await conv.run(watch))
+        if self.led_override is not None:
+            self.led_override.override(None)  # a set_led pattern lasts one conversation
         if not reason.ok and reason.kind not in (EndKind.LOCAL, EndKind.TIME_LIMIT):
             self.stats.failures += 1
             log.error("conversation failed: %s", reason)
@@ -300,23 +342,32 @@ class Daemon:
     def _on_action(self, action: Action) -> None:
         match action:
             case StartedAction(conversation_id=cid):
+                self.transcript = TranscriptLog(cid, self.cfg.logging.transcripts)
                 self.post(sm.Started(cid))
             case Play():
                 self._audio_started.set()
                 self.post(sm.AgentAudio())
             case InterruptAction():
                 self.post(sm.Interrupted())
-            case Line(role=role, text=text):
+            case Line(role=role):
                 if role == "user":
                     self.post(sm.UserTurn())
-                if self.cfg.logging.transcripts:
-                    log.info("%s: %s", role, text)
+                self.transcript.add(action)
             case Notice(event=p.VadScore(vad_score=score)) if score >= VAD_SPEECH:
                 self.post(sm.UserSpeech())
             case _:
                 pass
 
     # ---------------------------------------------------------------- triggers
+
+    def _on_wake_word(self, detection: Detection) -> None:
+        """Wake on a detection made while idle; the wake word is cut from the pre-roll."""
+        if self.hub is None or not self.hub.idle:
+            return  # a conversation began while the detection was on its way
+        assert self.wakeword is not None
+        self.hub.drop_wake_word(detection.position, self.wakeword.min_tail, self.wakeword.max_tail)
+        log.info("wake word detected (score %.2f)", detection.score)
+        self.post(sm.Wake("wake word"))
 
     def _on_button(self, event: object) -> None:
         if isinstance(event, ButtonPressed):
@@ -378,7 +429,7 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
         else:
-            hardware = ("audio", "button", "leds", "control")
+            hardware = ("audio", "button", "leds", "control", "wakeword")
             changed = [name for name in hardware if getattr(new, name) != getattr(self.cfg, name)]
             if changed:
                 log.warning(

@@ -26,7 +26,7 @@ from pi_agent.audio.echo import EchoGuard
 from pi_agent.audio.playback import PlaybackQueue
 from pi_agent.audio.resample import Resampler
 from pi_agent.errors import AuthError, LinkError
-from pi_agent.link import Connector, LinkSettings, open_link
+from pi_agent.link import MAX_FRAME_BYTES, Connector, LinkSettings, open_link
 from pi_agent.session import (
     Action,
     EndKind,
@@ -41,7 +41,7 @@ from pi_agent.session import (
     Started,
     ToolCall,
 )
-from pi_agent.tools import ToolRegistry
+from pi_agent.tools import McpApprovals, ToolRegistry
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,9 @@ DRAIN_LIMIT_S = 30.0
 HANGUP_GRACE_S = 3.0
 # Repeated protocol problems are logged this many times, then counted quietly.
 PROBLEM_LOG_LIMIT = 5
+# Close codes our own side sends (RFC 6455): message too big, and a keepalive timeout.
+CLOSE_TOO_BIG = 1009
+CLOSE_KEEPALIVE = 1011
 # Close reason the vendor JS client uses when the user ends the conversation (reference 1.7).
 USER_CLOSE_REASON = "User ended conversation"
 
@@ -69,18 +72,23 @@ Watch = Callable[["Conversation"], Coroutine[Any, Any, None]]
 
 
 class GatedQueue(ChunkQueue):
-    """The capture queue; while the microphone is not live, chunks arriving are silenced.
+    """The capture queue; push-to-talk gating and the echo guard apply as chunks arrive.
 
-    Gating on arrival (not when sending) keeps what was said while the button was held, even if
-    it is sent later from the pre-roll backlog.
+    Deciding on arrival (a few ms after capture), not when sending, keeps what was said while
+    the button was held or before the agent spoke, even if it is sent later from the backlog.
     """
 
-    def __init__(self, maxlen: int) -> None:
+    def __init__(self, maxlen: int, guard: EchoGuard | None = None) -> None:
         super().__init__(maxlen)
         self.live = True
+        self.guard = guard
 
     def _gate(self, chunk: Samples) -> Samples:
-        return chunk if self.live else np.zeros_like(chunk)
+        if not self.live:
+            return np.zeros_like(chunk)
+        if self.guard is not None:
+            return self.guard.process(chunk, asyncio.get_running_loop().time())
+        return chunk
 
     def put_nowait(self, chunk: Samples) -> None:
         super().put_nowait(self._gate(chunk))
@@ -138,6 +146,7 @@ class Conversation:
         self.speaker = speaker
         self.max_duration_s = max_duration_s
         self.tools = tools or ToolRegistry()
+        self._mcp = McpApprovals(self.tools.mcp_allow)
         self.listener = listener
         self.connector = connector
         self.audio = audio or AudioOptions()
@@ -147,7 +156,7 @@ class Conversation:
         self.session = Session()
         self.timeline = Timeline()
         backlog = max(1, int(CAPTURE_BACKLOG_S * mic.sample_rate / mic.chunk_samples))
-        self.capture = GatedQueue(backlog)
+        self.capture = GatedQueue(backlog, self.guard)
         self.playback: PlaybackQueue | None = None
         self.playback_idle = asyncio.Event()
         self.playback_idle.set()
@@ -162,6 +171,7 @@ class Conversation:
         self._tool_tasks: set[asyncio.Task[None]] = set()
         self._device_error: BaseException | None = None
         self._last_audio_id: int | None = None
+        self._earcon_samples = 0  # samples of an earcon still to play (not agent speech)
 
     # ------------------------------------------------------------------ public API
 
@@ -192,6 +202,7 @@ class Conversation:
         """
         if self.playback is not None and self._last_audio_id is not None:
             self.playback.interrupt(self._last_audio_id + 1)
+        self._earcon_samples = 0
         if self._out_resampler is not None:
             self._out_resampler.reset()
         await self.speaker.flush()
@@ -319,9 +330,23 @@ class Conversation:
 
     def _closed_reason(self, ws: ClientConnection) -> EndReason:
         rcvd = ws.protocol.close_rcvd
-        if rcvd is None:
-            return self.session.end_reason(None, "")
-        return self.session.end_reason(rcvd.code, rcvd.reason)
+        if rcvd is not None:
+            return self.session.end_reason(rcvd.code, rcvd.reason)
+        sent = ws.protocol.close_sent
+        if sent is not None and sent.code == CLOSE_TOO_BIG:
+            return EndReason(
+                EndKind.CONNECTION_LOST,
+                f"the server sent a frame over the {MAX_FRAME_BYTES // 2**20} MiB limit; "
+                "we closed the connection",
+                sent.code,
+            )
+        if sent is not None and sent.code == CLOSE_KEEPALIVE:
+            return EndReason(
+                EndKind.CONNECTION_LOST,
+                "the server stopped answering keepalive pings; the link is dead",
+                sent.code,
+            )
+        return self.session.end_reason(None, "")
 
     async def _drain_playback(self) -> None:
         try:
@@ -338,7 +363,9 @@ class Conversation:
             return
         queue.clear()
         now = asyncio.get_running_loop().time()
-        queue.push(queue.gate, earcon(kind, queue.sample_rate, self.audio.earcon_volume), now)
+        sound = earcon(kind, queue.sample_rate, self.audio.earcon_volume)
+        queue.push(queue.gate, sound, now)
+        self._earcon_samples = len(sound)
         self.playback_idle.clear()
         self._audio_ready.set()
         await self._drain_playback()
@@ -390,6 +417,11 @@ class Conversation:
                 task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.tool_name}")
                 self._tool_tasks.add(task)
                 task.add_done_callback(self._tool_tasks.discard)
+            case Notice(event=p.McpToolCall() as mcp):
+                answer = self._mcp.answer(mcp)  # MCP approval: fails closed, once per id (2.9)
+                if answer is not None:
+                    with contextlib.suppress(ConnectionClosed, LinkError):
+                        await self._send(p.encode(answer))
             case Problem(text=text):
                 self.problems += 1
                 if self.problems <= PROBLEM_LOG_LIMIT:
@@ -414,7 +446,9 @@ class Conversation:
             self._out_resampler = Resampler(started.output_format.sample_rate, rate)
         if "wake" in self.audio.earcons:
             now = asyncio.get_running_loop().time()
-            self.playback.push(0, earcon("wake", rate, self.audio.earcon_volume), now)
+            sound = earcon("wake", rate, self.audio.earcon_volume)
+            self.playback.push(0, sound, now)
+            self._earcon_samples = len(sound)
             self.playback_idle.clear()
         self._audio_ready.set()
 
@@ -438,6 +472,7 @@ class Conversation:
         if self.playback is None:
             return
         dropped = self.playback.interrupt(event_id)
+        self._earcon_samples = 0
         if self._out_resampler is not None:
             self._out_resampler.reset()
         await self.speaker.flush()
@@ -463,8 +498,12 @@ class Conversation:
                 await self._audio_ready.wait()
                 continue
             await self.speaker.play(frame)
-            heard_until = loop.time() + len(frame) / queue.sample_rate + SPEAKER_LATENCY_S
-            self.guard.agent_audible(heard_until)
+            if self._earcon_samples > 0:
+                # An earcon is ours, not the agent's: the user may talk over the chime.
+                self._earcon_samples -= len(frame)
+            else:
+                heard_until = loop.time() + len(frame) / queue.sample_rate + SPEAKER_LATENCY_S
+                self.guard.agent_audible(heard_until)
 
     async def _send_audio(self, ws: ClientConnection) -> None:
         fmt = self.session.input_format
@@ -472,7 +511,7 @@ class Conversation:
         resampler = Resampler(self.mic.sample_rate, fmt.sample_rate)
         loop = asyncio.get_running_loop()
         while True:
-            chunk = self.guard.process(await self.capture.get(), loop.time())
+            chunk = await self.capture.get()
             if self.mic.finished and self.timeline.input_finished is None:
                 self.timeline.input_finished = loop.time()
             data = formats.encode(resampler.process(chunk), fmt)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
+import stat
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -40,21 +42,35 @@ from pi_agent.configschema import (
     Number,
     Section,
     Text,
-    Variables,
     line_of,
     show,
     thaw,
     wrong_type,
 )
+from pi_agent.configtools import (
+    CONTEXT_SECTION,
+    TOOLS_SECTION,
+    ContextConfig,
+    TemplateVariables,
+    ToolsConfig,
+)
+from pi_agent.configwake import WAKEWORD_SECTION, WakewordConfig
 from pi_agent.errors import ConfigError
 
 __all__ = ["Apa102Config", "ButtonConfig", "ControlConfig", "LedsConfig"]  # re-exported
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_PATH = Path("/etc/pi-agent.yaml")
 DEFAULT_SERVER_URL = "wss://api.elevenlabs.io"
 CREDENTIAL_NAME = "elevenlabs-api-key"  # systemd LoadCredential= name
 API_KEY_ENV = "ELEVENLABS_API_KEY"
 _ROOT_EXPECTED = "a mapping with an 'agent' section"
+# Permission bits of an API key file: anything group or others may do draws a warning; a file
+# anyone may write is refused, since anyone could then swap in their own key.
+KEY_FILE_SHARED_BITS = stat.S_IRWXG | stat.S_IRWXO
+KEY_FILE_REFUSED_BITS = stat.S_IWOTH
+KEY_FILE_FIX = "chmod 600"
 
 ScalarValue = str | int | float | bool
 
@@ -159,6 +175,9 @@ class Config:
     button: ButtonConfig
     leds: LedsConfig
     control: ControlConfig
+    wakeword: WakewordConfig
+    tools: ToolsConfig
+    context: ContextConfig
     source: Path | None = None
 
     @classmethod
@@ -201,6 +220,31 @@ class _WsUrl(Kind):
                 f"{show(value)} is refused (ws:// is only allowed for loopback hosts; use wss://)"
             )
         return f"{scheme}://{parts.netloc}"
+
+
+class _KeyFile(FilePath):
+    """A readable file that not everyone may write (check-config refuses what the daemon would)."""
+
+    def check(self, value: object, ctx: Context) -> object:
+        path = cast(Path, super().check(value, ctx))
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:  # replaced since the check above
+            raise Invalid(f"{show(value)} cannot be read ({exc.strerror or exc})") from None
+        refused = _writable_by_anyone(path, mode, show(value))
+        if refused is not None:
+            raise refused
+        return path
+
+
+def _writable_by_anyone(path: Path, mode: int, named: str) -> Invalid | None:
+    """Return the refusal of a key file with mode `mode` if anyone may write it, else None."""
+    if not mode & KEY_FILE_REFUSED_BITS:
+        return None
+    return Invalid(
+        f"{named} is writable by anyone (mode {stat.S_IMODE(mode):04o})",
+        f"a file only its owner can change (fix: {KEY_FILE_FIX} {path})",
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -250,13 +294,13 @@ _AGENT = Section(
     [
         Field("agent_id", _ID, None, "the ElevenLabs agent id", required=True),
         Field("server_url", _WsUrl(), DEFAULT_SERVER_URL, "service base URL, stored without '/'"),
-        Field("api_key_file", Nullable(FilePath()), None, "file holding the API key"),
+        Field("api_key_file", Nullable(_KeyFile()), None, "file holding the API key"),
         Field("tls_ca_file", Nullable(FilePath()), None, "CA bundle to trust instead of the OS's"),
         Field("user_id", _OPT_TEXT, None, "sent as user_id"),
         Field("source", Text(), "unknown", "sent as source_info.source"),
         Field("environment", _OPT_TEXT, None, "agent environment to use"),
         Field("connect_timeout_s", Number(1, 120), 10.0, "connect + handshake limit"),
-        Field("dynamic_variables", Variables(), MappingProxyType({}), "values for {{name}}"),
+        Field("dynamic_variables", TemplateVariables(), MappingProxyType({}), "{hostname} etc."),
         Field("overrides", _OVERRIDES, _OVERRIDES.defaults(), "per-conversation overrides"),
         Field("custom_llm_extra_body", Nullable(JsonObject()), None, "passed to a custom LLM"),
     ],
@@ -331,6 +375,9 @@ SCHEMA = Section(
         Field("button", BUTTON_SECTION, BUTTON_SECTION.defaults(), "push-to-talk button"),
         Field("leds", LEDS_SECTION, LEDS_SECTION.defaults(), "status LEDs"),
         Field("control", CONTROL_SECTION, CONTROL_SECTION.defaults(), "control socket"),
+        Field("wakeword", WAKEWORD_SECTION, WAKEWORD_SECTION.defaults(), "offline wake word"),
+        Field("tools", TOOLS_SECTION, TOOLS_SECTION.defaults(), "client tools, MCP approvals"),
+        Field("context", CONTEXT_SECTION, CONTEXT_SECTION.defaults(), "device context"),
     ],
     expected=_ROOT_EXPECTED,
 )
@@ -458,19 +505,36 @@ def resolve_api_key(cfg: AgentConfig, environ: Mapping[str, str] = os.environ) -
     """Return the API key from api_key_file, $CREDENTIALS_DIRECTORY/elevenlabs-api-key or
     $ELEVENLABS_API_KEY (first found wins), or None; messages never contain the key."""
     if cfg.api_key_file is not None:
-        return _read_key(cfg.api_key_file)
+        return _read_key(cfg.api_key_file, check_mode=True)
     credentials = environ.get("CREDENTIALS_DIRECTORY")
     if credentials and (Path(credentials) / CREDENTIAL_NAME).exists():
-        return _read_key(Path(credentials) / CREDENTIAL_NAME)
+        # systemd owns the credential's copy and its mode; only the user's own file is checked.
+        return _read_key(Path(credentials) / CREDENTIAL_NAME, check_mode=False)
     key = environ.get(API_KEY_ENV, "").strip()
     # An empty variable counts as unset, as shells and unit files commonly leave it.
     return _checked_key(key, f"${API_KEY_ENV}", "environment") if key else None
 
 
-def _read_key(path: Path) -> Secret:
-    """Read one key file; every error names the path, none contains its bytes."""
+def _open_nonblocking(path: str, flags: int) -> int:
+    """Open without blocking, so a FIFO in place of the key file fails instead of hanging."""
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _read_key(path: Path, *, check_mode: bool) -> Secret:
+    """Read one key file; every error names the path, none contains its bytes.
+
+    With `check_mode`, a file anyone may write is refused and one group or others may use is
+    reported by one WARNING naming the path, its mode and the fix.
+    """
     try:
-        text = path.read_bytes().decode("utf-8-sig").strip()
+        with open(path, "rb", opener=_open_nonblocking) as file:
+            mode = os.fstat(file.fileno()).st_mode  # of the file read, not of a later swap
+            if not stat.S_ISREG(mode):
+                problem = "the API key file is not a regular file; expected a file holding the key"
+                raise ConfigError([problem], str(path))
+            if check_mode:
+                _check_key_mode(path, mode)
+            text = file.read().decode("utf-8-sig").strip()
     except OSError as exc:
         problem = f"cannot read the API key file: {exc.strerror or exc}; expected a readable file"
         raise ConfigError([problem], str(path)) from None
@@ -482,6 +546,21 @@ def _read_key(path: Path) -> Secret:
             ["the API key file is empty; expected the API key on one line"], str(path)
         )
     return _checked_key(text, "the API key file", str(path))
+
+
+def _check_key_mode(path: Path, mode: int) -> None:
+    """Refuse a key file anyone may write; warn about one group or others may read."""
+    refused = _writable_by_anyone(path, mode, "the API key file")
+    if refused is not None:
+        raise ConfigError([f"{refused.what}; expected {refused.expected}"], str(path))
+    if mode & KEY_FILE_SHARED_BITS:
+        log.warning(
+            "the API key file %s has mode %04o: group or others may read the key; fix: %s %s",
+            path,
+            stat.S_IMODE(mode),
+            KEY_FILE_FIX,
+            path,
+        )
 
 
 def _checked_key(key: str, where: str, source: str) -> Secret:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TextIO
 
 from websockets.asyncio.client import connect
@@ -20,6 +20,7 @@ from pi_agent import protocol as p
 from pi_agent.audio.devices import Microphone, Speaker
 from pi_agent.client import AudioOptions, Conversation
 from pi_agent.config import Config, resolve_api_key
+from pi_agent.context import expand_variables, template_values
 from pi_agent.errors import EX_IOERR, EX_OK, EX_UNAVAILABLE, PiAgentError
 from pi_agent.link import Connector, LinkSettings
 from pi_agent.session import Action, EndKind, EndReason, Line, Started
@@ -52,9 +53,17 @@ EXIT_CODES: dict[EndKind, int] = {
 }
 
 
-def build_init(cfg: Config) -> p.ConversationInitiationClientData:
-    """The `conversation_initiation_client_data` message for this configuration (2.2)."""
+def build_init(
+    cfg: Config, values: Mapping[str, str] | None = None
+) -> p.ConversationInitiationClientData:
+    """The `conversation_initiation_client_data` message for this configuration (2.2).
+
+    Placeholders in dynamic variables ({hostname}, {local_time}, ...) take `values`, by default
+    the device's own right now.
+    """
     agent = cfg.agent
+    if values is None:
+        values = template_values(cfg.context.location)
     o = agent.overrides
     agent_part: dict[str, Any] = {}
     if o.first_message is not None:
@@ -87,7 +96,7 @@ def build_init(cfg: Config) -> p.ConversationInitiationClientData:
     return p.ConversationInitiationClientData(
         conversation_config_override=override,
         custom_llm_extra_body=agent.custom_llm_extra_body_dict() or {},
-        dynamic_variables=agent.dynamic_variables_dict(),
+        dynamic_variables=expand_variables(agent.dynamic_variables, values),
         user_id=agent.user_id,
         source_info={"source": agent.source, "version": f"pi-agent/{__version__}"},
     )

@@ -101,6 +101,7 @@ def forget_settled(record: Any, report: Report, now: float) -> None:
     record._audio.clear()
     record.received.clear()
     record.sent.clear()
+    del record.agent_turns[:-1]  # each past reply keeps its audio; the current one is in use
 
 
 def count_pongs(record: Any, report: Report) -> None:

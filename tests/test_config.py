@@ -219,6 +219,20 @@ BAD_VALUES = [
     ("control.group", "''", "'' is empty", "a non-empty string, or null"),
     ("logging.level", "verbose", "'verbose' is not a valid choice", LEVELS),
     ("logging.transcripts", "0", "0 is an integer", "true or false"),
+    ("wakeword.enabled", "'yes'", "'yes' is a string", "true or false"),
+    ("wakeword.model", "okay_nab", "'okay_nab' is not a valid choice (did you mean 'okay_nabu'?)",
+     "one of 'okay_nabu', 'hey_jarvis', 'hey_mycroft', 'alexa'"),
+    ("wakeword.threshold", "1.5", "1.5 is out of range", "a number from 0 to 1, or null"),
+    ("wakeword.refractory_s", "-1", "-1 is out of range", "a number from 0 to 60"),
+    # tools and context (pi_agent.configtools)
+    ("tools.builtins", "get_time", "'get_time' is a string",
+     "a list of built-in tool names: get_time, get_volume, set_volume, set_led, "
+     "end_conversation, device_info"),
+    ("tools.commands", "{name: x}", "{'name': 'x'} is a mapping",
+     "a list of command tools ({name, argv, parameters, ...})"),
+    ("tools.mcp_allow", "'*'", "'*' is a string", "a list of MCP tool names"),
+    ("context.location", "''", "'' is empty", "a non-empty string, or null"),
+    ("context.periodic", "5", "5 is an integer", "a list of {argv, every_s, prefix} mappings"),
 ]  # fmt: skip
 
 

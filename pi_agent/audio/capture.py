@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
+
+import numpy as np
 
 from pi_agent.audio.devices import ChunkQueue, Microphone, Samples
+
+# An idle listener (a wake word detector) gets each chunk captured while no conversation borrows
+# the hub, and the stream position at the chunk's end (samples captured since the hub started).
+IdleListener = Callable[[Samples, int], None]
 
 
 class PrerollRing:
@@ -42,6 +49,30 @@ class PrerollRing:
         self._samples = 0
         return chunks
 
+    def cut_at_quietest(self, keep_samples: int, search_samples: int) -> int:
+        """Drop all before the quietest chunk in `search_samples` past the newest `keep_samples`."""
+        # Returns the samples dropped: the wake word goes, the words said after it stay.
+        newest_first = list(reversed(self._chunks))
+        kept = 0
+        index = 0  # chunks newest-first; everything from `index` on is older than `keep_samples`
+        while index < len(newest_first) and kept + len(newest_first[index]) <= keep_samples:
+            kept += len(newest_first[index])
+            index += 1
+        cut, searched = index, 0  # default: keep only the chunks after the detection point
+        quietest = float("inf")
+        while index < len(newest_first) and searched < search_samples:
+            chunk = newest_first[index]
+            energy = float(np.mean(np.square(chunk, dtype=np.float64))) if len(chunk) else 0.0
+            if energy <= quietest:  # ties go to the earlier chunk: more of a pause is kept
+                quietest, cut = energy, index + 1
+            searched += len(chunk)
+            index += 1
+        dropped = 0
+        for _ in range(len(newest_first) - cut):
+            dropped += len(self._chunks.popleft())
+        self._samples -= dropped
+        return dropped
+
 
 class _Router(ChunkQueue):
     """The queue the microphone writes to: the ring while idle, a conversation's queue when live."""
@@ -50,16 +81,25 @@ class _Router(ChunkQueue):
         super().__init__(1)
         self.ring = ring
         self.target: ChunkQueue | None = None
+        self.position = 0  # samples captured since the hub started
+        self.listeners: list[IdleListener] = []
+
+    def _idle(self, chunk: Samples) -> None:
+        self.ring.append(chunk)
+        for listener in self.listeners:
+            listener(chunk, self.position)
 
     def put_nowait(self, chunk: Samples) -> None:
+        self.position += len(chunk)
         if self.target is None:
-            self.ring.append(chunk)
+            self._idle(chunk)
         else:
             self.target.put_nowait(chunk)
 
     async def put(self, chunk: Samples) -> None:
+        self.position += len(chunk)
         if self.target is None:
-            self.ring.append(chunk)
+            self._idle(chunk)
         else:
             await self.target.put(chunk)
 
@@ -94,6 +134,32 @@ class CaptureHub:
     def end(self) -> None:
         """Back to idle: capture goes to the pre-roll ring again."""
         self._router.target = None
+
+    @property
+    def idle(self) -> bool:
+        """True while no conversation borrows the hub (chunks go to the ring and listeners)."""
+        return self._router.target is None
+
+    @property
+    def position(self) -> int:
+        """Samples captured since the hub started."""
+        return self._router.position
+
+    def add_idle_listener(self, listener: IdleListener) -> None:
+        """Call `listener(chunk, end_position)` on the loop for each chunk captured while idle."""
+        self._router.listeners.append(listener)
+
+    def remove_idle_listener(self, listener: IdleListener) -> None:
+        """Stop calling `listener`."""
+        self._router.listeners.remove(listener)
+
+    def drop_wake_word(self, detected_at: int, min_tail: int, max_tail: int) -> int:
+        """Cut the pre-roll where the wake word ends, max_tail..min_tail before detected_at."""
+        # Positions are in samples; returns the samples dropped (none while a conversation runs).
+        if not self.idle:
+            return 0
+        keep = max(0, self._router.position - detected_at) + min_tail
+        return self.ring.cut_at_quietest(keep, max_tail - min_tail)
 
     def borrow(self) -> HubMicrophone:
         """A Microphone view for one Conversation: its `run()` borrows this hub's stream."""

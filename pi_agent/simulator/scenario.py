@@ -8,6 +8,9 @@ the key naming the step kind, or a bare string for a kind without parameters:
     [{"send": {"type": "ping", "ping_event": {"event_id": 7}}},
      {"wait_for": {"type": "pong", "timeout_s": 2}},
      {"send_raw": {"base64": "AAEC"}}, {"wait": 0.1}, "echo"]
+
+Fault steps (`drop`, `stall`, `send_big`, `ping_flood`, `error`, and `send_audio` with `format`)
+are described in `pi_agent.simulator.faults`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from pi_agent.simulator.agent import TONE_LEVEL_DBFS, tone
 Int16Array = npt.NDArray[np.int16]
 Sendable: TypeAlias = protocol.Message | protocol.UnknownMessage | dict[str, Any]
 
+MAX_FRAME_BYTES = 16 * 1024 * 1024  # reference 1.4: the service's stated maximum frame size
+MAX_BIG_FRAME_BYTES = 64 * 1024 * 1024  # bound on a send_big fault step's frame
+MAX_PING_FLOOD = 100_000  # bound on a ping_flood fault step
 DEFAULT_WAIT_FOR_TIMEOUT_S = 5.0  # long enough for any loopback client, short enough for tests
 MAX_WAIT_S = 3600.0  # a longer wait is a typo (ms for s), not a test
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: control frame payload 125 bytes minus the code
@@ -72,6 +78,7 @@ class SendAudio:
     event_id: int = 1
     chunk_ms: int | None = None  # None: the simulator's audio_chunk_ms
     paced: bool = True  # False: all chunks at once, whatever speak_rate says
+    wire_format: str | None = None  # fault: bytes of this format, whatever metadata announced
 
     def audio(self, fmt: AudioFormat) -> Int16Array:
         """The samples this step sends: its own, or its tone at the format's rate."""
@@ -128,10 +135,65 @@ class Echo:
     """Hand the rest of the conversation to the echo agent; ends the scenario."""
 
 
+# ---------------------------------------------------------------------- fault steps (faults.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """Fault: abort the TCP connection now, without a close frame; ends the scenario."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """Fault: for `seconds`, stop reading the client's frames and/or stop sending (pings too)."""
+
+    seconds: float
+    reading: bool = True
+    sending: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SendBig:
+    """Fault: one text frame of exactly `size_bytes`: an `audio` event of silence, or padding."""
+
+    size_bytes: int = MAX_FRAME_BYTES
+    message_type: str = "audio"  # any other type: an event of that type with a padding field
+    event_id: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PingFlood:
+    """Fault: `count` pings back to back, with no wait between them."""
+
+    count: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SendError:
+    """Fault: an `error` event of `error_type` then the close code the reference gives it."""
+
+    error_type: str
+    message: str | None = None  # None: the simulator's text for that type
+    code: int | None = None  # None: the reference's code for that type (6.1)
+
+
 Step: TypeAlias = (
-    Send | SendRaw | SendAudio | SendMetadata | Wait | WaitFor | SendPing | Close | Echo
+    Send
+    | SendRaw
+    | SendAudio
+    | SendMetadata
+    | Wait
+    | WaitFor
+    | SendPing
+    | Close
+    | Echo
+    | Drop
+    | Stall
+    | SendBig
+    | PingFlood
+    | SendError
 )
-_TERMINAL = (Close, Echo)
+_TERMINAL = (Close, Echo, Drop, SendError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,9 +318,14 @@ def _send_raw(value: object, what: str) -> Step:
 
 
 def _send_audio(value: object, what: str) -> Step:
-    names = ("duration_s", "tone_hz", "level_dbfs", "event_id", "chunk_ms", "paced")
+    names = ("duration_s", "tone_hz", "level_dbfs", "event_id", "chunk_ms", "paced", "format")
     p = _params(value, what, names)
     step = SendAudio()
+    wire_format = p.get("format")
+    if wire_format is not None and wire_format not in formats.FORMATS:
+        raise ScenarioError(
+            f"{what} format {wire_format!r} is not one of {', '.join(formats.FORMATS)}"
+        )
     return SendAudio(
         duration_s=_number(p.get("duration_s", step.duration_s), f"{what} duration_s", 0.0, 600.0),
         tone_hz=_number(p.get("tone_hz", step.tone_hz), f"{what} tone_hz", 0.0, 24_000.0),
@@ -268,6 +335,7 @@ def _send_audio(value: object, what: str) -> Step:
         if p.get("chunk_ms") is None
         else _int(p["chunk_ms"], f"{what} chunk_ms", 1, 60_000),
         paced=_bool(p.get("paced", True), f"{what} paced"),
+        wire_format=wire_format,
     )
 
 
@@ -320,6 +388,49 @@ def _close(value: object, what: str) -> Step:
     return Close(code, reason)
 
 
+def _stall(value: object, what: str) -> Step:
+    if not isinstance(value, Mapping):
+        value = {"seconds": value}
+    p = _params(value, what, ("seconds", "reading", "sending"))
+    return Stall(
+        _number(p.get("seconds"), f"{what} seconds", 0.0, MAX_WAIT_S),
+        _bool(p.get("reading", True), f"{what} reading"),
+        _bool(p.get("sending", True), f"{what} sending"),
+    )
+
+
+def _send_big(value: object, what: str) -> Step:
+    p = _params(value, what, ("size_bytes", "type", "event_id"))
+    return SendBig(
+        _int(p.get("size_bytes", MAX_FRAME_BYTES), f"{what} size_bytes", 1, MAX_BIG_FRAME_BYTES),
+        _str(p.get("type", "audio"), f"{what} type"),
+        _int(p.get("event_id", 1), f"{what} event_id", 0, 2**53),
+    )
+
+
+def _ping_flood(value: object, what: str) -> Step:
+    if isinstance(value, Mapping):
+        value = _params(value, what, ("count",)).get("count")
+    return PingFlood(_int(1000 if value is None else value, f"{what} count", 1, MAX_PING_FLOOD))
+
+
+def _send_error(value: object, what: str) -> Step:
+    if isinstance(value, str):
+        value = {"type": value}
+    p = _params(value, what, ("type", "message", "code"))
+    if "type" not in p:
+        raise ScenarioError(f"{what} needs an error type")
+    code = None if p.get("code") is None else _int(p["code"], f"{what} code", 1000, 4999)
+    if code is not None and code not in SENDABLE_CLOSE_CODES:
+        raise ScenarioError(f"{what} code {code} is reserved and cannot be sent (RFC 6455 7.4.1)")
+    message = p.get("message")
+    return SendError(
+        _str(p["type"], f"{what} type"),
+        None if message is None else _str(message, f"{what} message"),
+        code,
+    )
+
+
 def _no_params(cls: Callable[[], Step]) -> Callable[[object, str], Step]:
     def build(value: object, what: str) -> Step:
         _params(value, what, ())
@@ -338,6 +449,11 @@ _KINDS: dict[str, tuple[type, Callable[[object, str], Step]]] = {
     "ping": (SendPing, _no_params(SendPing)),
     "close": (Close, _close),
     "echo": (Echo, _no_params(Echo)),
+    "drop": (Drop, _no_params(Drop)),
+    "stall": (Stall, _stall),
+    "send_big": (SendBig, _send_big),
+    "ping_flood": (PingFlood, _ping_flood),
+    "error": (SendError, _send_error),
 }
 
 

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from pi_agent.audio import formats
+from pi_agent.simulator import faults
 from pi_agent.simulator.agent import SPEECH_THRESHOLD_DBFS
 from pi_agent.simulator.records import ConversationRecord
 from pi_agent.simulator.scenario import Scenario
@@ -48,6 +49,7 @@ AUDIO_CHUNK_MS = 250  # agent audio event size; upstream sizes are undocumented 
 SPEAK_RATE = 2.0  # TTS streams faster than real time; 2x keeps barge-in windows realistic
 UNKNOWN_AGENT = "The AI agent you are trying to reach does not exist."
 NOT_AUTHORIZED = "Could not authorize the conversation"
+HTTP_ERROR_STATUSES = (400, 599)  # the range a refuse_status / signed_url_status fault may use
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,13 @@ class SimulatorOptions:
     vad_threshold_dbfs: float = SPEECH_THRESHOLD_DBFS
     first_message_timeout_s: float = FIRST_MESSAGE_TIMEOUT_S
     token_ttl_s: float = TOKEN_TTL_S
+    # Faults (pi_agent.simulator.faults): refuse the WebSocket handshake with this HTTP status;
+    # answer the signed-URL call with this error status, or with this raw body (HTTP 200), or
+    # with a URL of this scheme.
+    refuse_status: int | None = None
+    signed_url_status: int | None = None
+    signed_url_body: str | None = None
+    signed_url_scheme: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("input_format", "output_format"):
@@ -101,6 +110,16 @@ class SimulatorOptions:
             raise ValueError("agent_ids must not contain an empty id")
         if not all(self.api_keys):
             raise ValueError("api_keys must not contain an empty key")
+        low, high = HTTP_ERROR_STATUSES
+        for name in ("refuse_status", "signed_url_status"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+            ):
+                raise ValueError(f"{name} must be an HTTP status {low}-{high}, got {value!r}")
+        scheme = self.signed_url_scheme
+        if scheme is not None and not (scheme.isascii() and scheme.isalpha()):
+            raise ValueError(f"signed_url_scheme must be letters like 'wss', got {scheme!r}")
 
 
 @dataclass(slots=True)
@@ -231,6 +250,9 @@ class Simulator:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path == WS_PATH:
+            if self.options.refuse_status is not None:
+                log.info("handshake refused with HTTP %d (fault)", self.options.refuse_status)
+                return _json(connection, *_refusal(self.options.refuse_status))
             return None
         if url.path in SIGNED_URL_PATHS:
             return self._signed_url(connection, request, dict(parse_qsl(url.query)))
@@ -245,6 +267,8 @@ class Simulator:
             log.info("signed URL refused: invalid API key")
             body = {"detail": {"status": "invalid_api_key", "message": "Invalid API key"}}
             return _json(connection, 401, body)
+        if self.options.signed_url_status is not None:
+            return _json(connection, *_refusal(self.options.signed_url_status))
         agent_id = query.get("agent_id")
         if not agent_id:
             missing = {"type": "missing", "loc": ["query", "agent_id"], "msg": "Field required"}
@@ -252,10 +276,14 @@ class Simulator:
         if self.options.agent_ids is not None and agent_id not in self.options.agent_ids:
             body = {"detail": {"status": "agent_not_found", "message": "Agent not found"}}
             return _json(connection, 404, body)
+        if self.options.signed_url_body is not None:
+            return _json(connection, 200, raw=self.options.signed_url_body.encode())
         token = self.issue_token(agent_id)
         host = request.headers.get("Host") or f"{self._url_host}:{self.port}"
         log.info("signed URL issued for agent %s (token=***)", agent_id)
-        url = f"ws://{host}{WS_PATH}?agent_id={quote(agent_id, safe='')}&{TOKEN_PARAMS[0]}={token}"
+        scheme = self.options.signed_url_scheme or "ws"
+        url = f"{scheme}://{host}{WS_PATH}?agent_id={quote(agent_id, safe='')}&"
+        url += f"{TOKEN_PARAMS[0]}={token}"
         return _json(connection, 200, {"signed_url": url})
 
     # ------------------------------------------------------------------------- WebSocket
@@ -294,15 +322,30 @@ class Simulator:
         return None
 
 
-def _json(connection: ServerConnection, status: int, body: object) -> Response:
-    """An HTTP response with a JSON body, in the shape websockets' own rejections have."""
-    data = json.dumps(body).encode()
+def _json(
+    connection: ServerConnection,
+    status: int,
+    body: object = None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    raw: bytes | None = None,
+) -> Response:
+    """An HTTP response with a JSON body (or `raw` bytes), shaped like websockets' rejections."""
+    data = raw if raw is not None else json.dumps(body).encode()
     response = connection.respond(status, "")
     del response.headers["Content-Length"]
     del response.headers["Content-Type"]
     response.headers["Content-Length"] = str(len(data))
     response.headers["Content-Type"] = "application/json"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
     return dataclasses.replace(response, body=data)
+
+
+def _refusal(status: int) -> tuple[int, object, Mapping[str, str]]:
+    """(status, body, headers) of an HTTP refusal fault."""
+    body, headers = faults.refusal(status)
+    return status, body, headers
 
 
 async def serve_forever(

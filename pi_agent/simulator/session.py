@@ -17,6 +17,7 @@ from websockets.protocol import State
 
 from pi_agent import protocol
 from pi_agent.audio import formats
+from pi_agent.simulator import faults
 from pi_agent.simulator.agent import EchoAgent, EchoConfig, due_offsets, split_chunks
 from pi_agent.simulator.records import (
     ClientEvent,
@@ -29,14 +30,19 @@ from pi_agent.simulator.records import (
 from pi_agent.simulator.scenario import (
     MAX_CLOSE_REASON_BYTES,
     Close,
+    Drop,
     Echo,
+    PingFlood,
     Scenario,
     Send,
     Sendable,
     SendAudio,
+    SendBig,
+    SendError,
     SendMetadata,
     SendPing,
     SendRaw,
+    Stall,
     Wait,
     WaitFor,
 )
@@ -94,6 +100,7 @@ class Session:
         self._last_rtt_ms: float | None = None
         self._match_from = 0  # scenario wait_for looks at received messages from here on
         self._closing = False
+        self._sending_stalled = False  # a Stall step holds back everything, periodic pings too
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -272,10 +279,32 @@ class Session:
                     await self.close(code, reason)
                 case Echo():
                     await self.start_echo()
+                case Drop():
+                    self._closing = True
+                    faults.abort(self.ws)
+                case Stall():
+                    await self.stall(step)
+                case SendBig(size_bytes=size, message_type=kind, event_id=event_id):
+                    try:
+                        frame = faults.big_frame(size, kind, event_id)
+                    except ValueError as exc:
+                        await self.fail(f"scenario step {index}: {exc}")
+                        return
+                    self.record.sent.append(SentEvent(self._loop.time(), kind, event_id))
+                    await self.ws.send(frame)
+                case PingFlood(count=count):
+                    for _ in range(count):
+                        await self.ping()
+                case SendError(error_type=error_type, message=message, code=code):
+                    event, close_code, reason = faults.error_close(error_type, message, code)
+                    await self.send(event)
+                    await self.close(close_code, reason)
 
     async def _send_audio(self, step: SendAudio) -> None:
         """Chunks of the step's audio as `audio` events, paced at speak_rate unless told not to."""
         fmt = self.output_format
+        if step.wire_format is not None:  # a fault: bytes of a format nobody announced
+            fmt = formats.parse_format(step.wire_format)
         chunks = split_chunks(
             formats.encode(step.audio(fmt), fmt), fmt, step.chunk_ms or self.audio_chunk_ms
         )
@@ -305,7 +334,8 @@ class Session:
     async def _ping_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.ping_interval_s)
-            await self.ping()
+            if not self._sending_stalled:
+                await self.ping()
 
     # ------------------------------------------------------------------ sending, scenario actions
 
@@ -350,6 +380,19 @@ class Session:
             return False
         self._match_from = index + 1
         return True
+
+    async def stall(self, step: Stall) -> None:
+        """Stop reading the client's frames and/or sending anything for step.seconds."""
+        transport = self.ws.transport
+        if step.reading:
+            transport.pause_reading()
+        self._sending_stalled = step.sending
+        try:
+            await asyncio.sleep(step.seconds)
+        finally:
+            self._sending_stalled = False
+            if step.reading and not transport.is_closing():
+                transport.resume_reading()
 
     async def close(self, code: int, reason: str) -> None:
         """Close the socket with code and (truncated) reason."""
