@@ -8,6 +8,7 @@ carried out on the adapters. Shutdown goes in reverse order with a bound on each
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -24,6 +25,7 @@ from pi_agent import conversation as sm
 from pi_agent import protocol as p
 from pi_agent.audio.capture import CaptureHub
 from pi_agent.audio.devices import Microphone, Speaker
+from pi_agent.backoff import CONNECT_RETRIES, Backoff, connect_backoff, should_retry
 from pi_agent.builtins import (
     DeviceHooks,
     LedOverride,
@@ -96,6 +98,8 @@ class Daemon:
         self._conv_started_at = 0.0
         self._audio_started = asyncio.Event()
         self._stop = asyncio.Event()
+        self._give_up = asyncio.Event()  # the user ended the attempt: no more retries
+        self.backoff = Backoff()  # spaces out connects while the service is unreachable
         self._reload_pending = False
         self._tasks: list[asyncio.Task[None]] = []
         self.leds: LedController | None = None
@@ -247,6 +251,7 @@ class Daemon:
             case sm.StartConversation(mic_live=live):
                 self._start_conversation(live)
             case sm.EndConversation(why=why):
+                self._give_up.set()  # also stops a connect retry or back-off wait
                 if self.conv is not None:
                     self.conv.end(EndReason(EndKind.LOCAL, why))
             case sm.SetMic(live=live):
@@ -283,23 +288,28 @@ class Daemon:
         end_asked = asyncio.Event()  # set by the end_conversation tool
         set_led = self.led_override.override if self.led_override is not None else None
         hooks = DeviceHooks(SpeakerVolume.of(self.speaker), set_led, end_asked.set)
-        conv = Conversation(
-            link,
-            build_init(cfg),
-            self.hub.borrow(),
-            self.speaker,
-            max_duration_s=cfg.conversation.max_duration_s,
-            tools=build_registry(cfg.tools, hooks),
-            listener=self._on_action,
-            connector=self.connector,
-            audio=audio_options(cfg),
-        )
-        conv.set_mic_live(mic_live)
-        self.conv = conv
+        hub, speaker = self.hub, self.speaker
+
+        def make() -> Conversation:
+            conv = Conversation(
+                link,
+                build_init(cfg),
+                hub.borrow(),
+                speaker,
+                max_duration_s=cfg.conversation.max_duration_s,
+                tools=build_registry(cfg.tools, hooks),
+                listener=self._on_action,
+                connector=self.connector,
+                audio=audio_options(cfg),
+            )
+            conv.set_mic_live(self.machine.mic_live)
+            return conv
+
         self.stats.conversations += 1
         self._conv_started_at = time.monotonic()
+        self._give_up.clear()
         self._conv_task = asyncio.create_task(
-            self._hold(conv, self._watch(cfg, end_asked)), name="conversation"
+            self._hold(make, self._watch(cfg, end_asked)), name="conversation"
         )
 
     def _watch(self, cfg: Config, end_asked: asyncio.Event) -> Watch:
@@ -314,8 +324,35 @@ class Daemon:
 
         return watch
 
-    async def _hold(self, conv: Conversation, watch: Watch) -> None:
-        reason = explain_end(await conv.run(watch))
+    async def _hold(self, make: Callable[[], Conversation], watch: Watch) -> None:
+        """Hold one conversation; a failed connect is retried a few times before it counts."""
+        loop = asyncio.get_running_loop()
+        # After repeated failures (the Wi-Fi is down), presses do not hammer the service.
+        spacing = self.backoff.wait_s(loop.time())
+        if spacing > 0:
+            log.info("waiting %.1f s before connecting again", spacing)
+            if await self._wait_or_give_up(spacing):
+                self.post(sm.Ended(EndReason(EndKind.LOCAL, "ended before connecting")))
+                return
+        retry = connect_backoff()
+        while True:
+            conv = self.conv = make()
+            reason = explain_end(await conv.run(watch))
+            if (
+                conv.started  # never retry behind the user's back once they could talk
+                or self._give_up.is_set()
+                or retry.attempts >= CONNECT_RETRIES
+                or not should_retry(reason)
+            ):
+                break
+            delay = retry.next_delay()
+            log.warning("could not connect (%s); trying again in %.1f s", reason, delay)
+            if await self._wait_or_give_up(delay):
+                break
+        if reason.ok or not should_retry(reason):
+            self.backoff.reset()
+        else:
+            self.backoff.failed(loop.time())
         if self.led_override is not None:
             self.led_override.override(None)  # a set_led pattern lasts one conversation
         if not reason.ok and reason.kind not in (EndKind.LOCAL, EndKind.TIME_LIMIT):
@@ -330,6 +367,13 @@ class Daemon:
         }
         self.conv = None
         self.post(sm.Ended(reason))
+
+    async def _wait_or_give_up(self, seconds: float) -> bool:
+        """Sleep, unless the user ends the attempt first; True when they did."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._give_up.wait()
+        return self._give_up.is_set()
 
     async def _watch_playback(self, conv: Conversation) -> None:
         """Tell the machine when the agent's audio has run out."""

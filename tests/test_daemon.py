@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
+from websockets.asyncio.client import connect
 
 from pi_agent.app import Daemon
 from pi_agent.audio.devices import ChunkQueue, FileSpeaker, Pacer, Samples
@@ -347,5 +348,30 @@ def test_control_socket_rejects_bad_requests_harmlessly(
             assert reply["ok"] is False
             assert error in reply["error"]
             assert (await request(bed.control, "status"))["state"] == "idle"
+
+    run(main())
+
+
+@pytest.mark.parametrize(("status", "attempts"), [(503, 3), (401, 1)])
+def test_failed_connects_are_retried_only_when_it_can_help(
+    tmp_path: Path, status: int, attempts: int
+) -> None:
+    """503: two quick retries, then the error; 401: the key is wrong, no retry."""
+    calls: list[str] = []
+
+    async def counting_connect(url: str, **kwargs: Any) -> Any:
+        calls.append(url)
+        return await connect(url, **kwargs)
+
+    async def main() -> None:
+        options = SimulatorOptions(refuse_status=status, ping_interval_s=0)
+        async with daemon_bed(tmp_path, options) as bed:
+            bed.daemon.connector = counting_connect
+            await request(bed.control, "wake")
+            await bed.notify.wait_for("error:")
+            assert len(calls) == attempts
+            # The next press waits out the back-off only after a failure retrying could fix.
+            waiting = bed.daemon.backoff.wait_s(asyncio.get_running_loop().time())
+            assert (waiting > 0) == (status == 503)
 
     run(main())
