@@ -7,7 +7,7 @@ import dataclasses
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import gpiozero.pins.native
@@ -26,6 +26,7 @@ from pi_agent.hardware.button import (
     ButtonReleased,
 )
 from pi_agent.hardware.pins import GpioError, GpioLibraryMissing, make_pin_factory, open_spi
+from tests.helpers import run
 
 T = TypeVar("T")
 PIN = 17
@@ -36,14 +37,6 @@ QUIET_S = 0.15  # how long "nothing else arrives" is watched for
 BASE = ButtonConfig(
     pin=PIN, pull_up=True, bounce_ms=30, mode="hold", long_press_s=2.0, pin_factory="mock"
 )
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(TEST_TIMEOUT_S):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import io
 import logging
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,24 +38,11 @@ from pi_agent.simulator import (
 from pi_agent.talk import build_init, exit_code, run_talk
 from pi_agent.tools import ToolRegistry
 from tests import asyncapi
+from tests.helpers import run
 
 T = TypeVar("T")
 TEST_TIMEOUT_S = 60.0
 RATE = 16000
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a test coroutine with a time bound; fail if it leaves tasks running."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(TEST_TIMEOUT_S):
-            result = await coro
-        await asyncio.sleep(0)  # let tasks finishing right now finish
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks left running: {leftover}"
-        return result
-
-    return asyncio.run(bounded())
 
 
 def tone(freq: float, seconds: float, rate: int = RATE, level: float = 0.3) -> Samples:

@@ -33,7 +33,8 @@ from pi_agent.session import EndKind, EndReason, Line
 from pi_agent.simulator import Close, Scenario, Send, Simulator, SimulatorOptions, Wait, WaitFor
 from pi_agent.talk import build_init, build_link
 from tests import asyncapi
-from tests.test_daemon import daemon_bed, run
+from tests.helpers import run
+from tests.test_daemon import daemon_bed
 
 NOON = datetime(2025, 6, 1, 12, 30).astimezone()
 VALUES = {

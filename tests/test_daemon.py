@@ -9,7 +9,7 @@ import os
 import signal
 import socket
 import stat
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from pi_agent.config import Config
 from pi_agent.control import request
 from pi_agent.simulator import Scenario, SendAudio, Simulator, SimulatorOptions, Wait
 from pi_agent.systemd import Notifier
+from tests.helpers import run
 
 T = TypeVar("T")
 RATE = 16000
@@ -33,14 +34,6 @@ CHUNK = 320
 BUTTON, RED, GREEN, BLUE = 17, 5, 6, 13
 STATE_TIMEOUT_S = 15.0
 POLL_S = 0.02
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(90):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 def tone(seconds: float, freq: float = 440.0) -> Samples:

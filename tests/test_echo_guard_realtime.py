@@ -8,8 +8,9 @@ import pytest
 
 from pi_agent.audio import formats
 from pi_agent.simulator import Close, Scenario, SendAudio, Simulator, SimulatorOptions, Wait
+from tests.helpers import run
 from tests.pulse_bed import PulseBed
-from tests.test_realtime_audio import bed, conversation, rt_config, run
+from tests.test_realtime_audio import bed, conversation, rt_config
 
 __all__ = ["bed"]  # the PulseAudio bed fixture, shared with the other real-time tests
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -28,6 +28,7 @@ from pi_agent.hardware.leds import (
 from pi_agent.hardware.patterns import COLORS, DEFAULT_PATTERNS, Color, Pattern
 from pi_agent.hardware.pins import GpioError
 from pi_agent.states import State
+from tests.helpers import run
 
 T = TypeVar("T")
 TEST_TIMEOUT_S = 10.0
@@ -46,14 +47,6 @@ BASE = LedsConfig(
     apa102=Apa102Config(count=RING, brightness=BRIGHTNESS, spi_port=0, spi_device=0),
     patterns=DEFAULT_PATTERNS,
 )
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(TEST_TIMEOUT_S):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import re
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -28,17 +26,10 @@ from pi_agent.link import (
 from pi_agent.session import EndKind
 from pi_agent.simulator import Simulator, SimulatorOptions
 from pi_agent.talk import exit_code, run_talk
+from tests.helpers import run
 
 T = TypeVar("T")
 API_KEY = "sk_test_0123456789abcdef_SECRET"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(60):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 def test_urls() -> None:

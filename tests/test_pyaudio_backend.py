@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 import re
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +37,7 @@ from pi_agent.audio.pyaudio_backend import (
 from pi_agent.config import default_config
 from pi_agent.errors import EX_IOERR, EX_OK, AudioError
 from tests.alsa_bed import AlsaBed, alsa_bed
+from tests.helpers import run
 
 T = TypeVar("T")
 # Bound on every test's awaits. The bed is unpaced (a second of audio in about a millisecond),
@@ -49,14 +50,6 @@ CHUNK = RATE * CHUNK_MS // 1000  # 320 samples
 # ChunkQueue never drops the chunks under comparison.
 FLOOD_QUEUE_CHUNKS = 10_000_000
 ALL_KHZ = "8 11.025 16 22.05 24 32 44.1 48"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(TEST_TIMEOUT_S):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 def signal(n: int, seed: int = 1) -> Samples:

@@ -12,7 +12,7 @@ import asyncio
 import io
 import json
 import re
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from pi_agent.simulator import (
 )
 from pi_agent.simulator.agent import tone
 from pi_agent.talk import audio_options, build_init, build_link
+from tests.helpers import run
 from tests.pulse_bed import PulseBed, Recording, missing_tools
 
 T = TypeVar("T")
@@ -90,20 +91,6 @@ RT_AUDIO: dict[str, object] = {
     "earcons": {"wake": False, "end": False, "error": False},
 }
 PULSE_DEBS = "pulseaudio pulseaudio-utils libasound2-plugins"
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a test coroutine with a time bound; fail if it leaves tasks running."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(TEST_TIMEOUT_S):
-            result = await coro
-        await asyncio.sleep(0)
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks left running: {leftover}"
-        return result
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +57,7 @@ from pi_agent.simulator import (
 from pi_agent.simulator import agent as echo
 from pi_agent.simulator.server import NOT_AUTHORIZED, UNKNOWN_AGENT, WS_PATH
 from tests import asyncapi
+from tests.helpers import run
 
 T = TypeVar("T")
 Int16Array = npt.NDArray[np.int16]
@@ -72,11 +73,6 @@ QUIET = SimulatorOptions(ping_interval_s=0.0, speak_rate=0.0)  # no pings, repli
 def quiet(**changes: Any) -> SimulatorOptions:
     """QUIET with some options changed."""
     return dataclasses.replace(QUIET, **changes)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one test's coroutine on a fresh loop, bounded."""
-    return asyncio.run(asyncio.wait_for(coro, TEST_S))
 
 
 def turn(rate: int, tone_s: float = 1.0, silence_s: float = 1.0, hz: float = 440.0) -> Int16Array:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,25 +43,12 @@ from pi_agent.tools import (
     run_command,
 )
 from tests import asyncapi
+from tests.helpers import run
 
 T = TypeVar("T")
 TEST_TIMEOUT_S = 60.0
 RATE = 16000
 NOW = datetime(2025, 3, 4, 14, 5, 9, tzinfo=timezone(timedelta(hours=1)))
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a test coroutine with a time bound; fail if it leaves tasks running."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(TEST_TIMEOUT_S):
-            result = await coro
-        await asyncio.sleep(0)
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks left running: {leftover}"
-        return result
-
-    return asyncio.run(bounded())
 
 
 def spec(kind: str, **extra: Any) -> ParamSpec:

@@ -32,7 +32,8 @@ from pi_agent.wakeword import (
     WakewordUnavailable,
     load_backend,
 )
-from tests.test_daemon import Bed, ScriptedMic, daemon_bed, make_config, run
+from tests.helpers import run
+from tests.test_daemon import Bed, ScriptedMic, daemon_bed, make_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 

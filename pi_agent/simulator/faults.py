@@ -28,35 +28,8 @@ from websockets.asyncio.server import ServerConnection
 
 from pi_agent import protocol
 
-# Close codes of the error types the reference lists (6.1); None: the reference gives none.
-ERROR_TYPE_CODES: dict[str, int | None] = {
-    "invalid_message": 1008,
-    "telephony_agent_error": 1008,
-    "mcp_tool_error": 1008,
-    "mcp_https_error": 1008,
-    "value_error": 1008,
-    "missing_fields": 1008,
-    "override_error": 1008,
-    "missing_dynamic_variable_transfer": 1008,
-    "missing_dynamic_variable": 1008,
-    "websocket_disconnect": None,
-    "safety_violation": 1002,
-    "llm_timeout": 1002,
-    "transport_receive_timeout": 1002,
-    "asyncio_timeout": 1002,
-    "http_exception": 1002,
-    "max_duration_exceeded": 1000,
-    "llm_error": 1002,
-    "custom_llm_error": 1002,
-    "cascade_brain_error": 1002,
-    "asr_transcription_error": 1002,
-    "vad_error": 1002,
-    "turn_probability_error": 1002,
-    "tts_cascade_error": 1002,
-    "redis_timeout_error": 1002,
-    "unknown_websocket_crash": 1011,
-    "unknown": None,
-}
+# Close codes of the error types the reference lists (6.1): the protocol module's table.
+ERROR_TYPE_CODES = protocol.ERROR_TYPES
 # The close code for an error type whose code the reference does not give.
 FALLBACK_CLOSE = protocol.CLOSE_INTERNAL
 # The simulator's message per error type: the reference's wording where it has one.
