@@ -283,7 +283,7 @@ def test_closing_a_held_button_does_not_wait_out_the_hold_time(factory: Any) -> 
         assert isinstance(await rec.next(), ButtonPressed)
         started = time.monotonic()
         button.close()
-        assert time.monotonic() - started < 1.0  # gpiozero alone would block for 5 s
+        assert time.monotonic() - started < 4.0  # gpiozero alone would block for the full 5 s
 
     run(main())
 

@@ -349,12 +349,10 @@ def test_command_timeout_kills_it_and_is_an_error() -> None:
                 ticks += 1
 
         tick_task = asyncio.create_task(ticker())
-        started = time.monotonic()
         text, error = await reg.call("slow", {})
         tick_task.cancel()
         await asyncio.gather(tick_task, return_exceptions=True)
         assert error and "timed out after 0.3 s" in text
-        assert time.monotonic() - started < 3
         assert ticks > 10  # the loop kept running while the command did
         assert not running(b"/bin/sleep\x0029.5\x00")
 
@@ -362,11 +360,10 @@ def test_command_timeout_kills_it_and_is_an_error() -> None:
 
 
 def test_huge_output_is_cut_and_the_command_stopped() -> None:
-    started = time.monotonic()
     outcome = run(run_command(["/usr/bin/yes", "spam"], timeout_s=10, max_output_bytes=1000))
     assert outcome.error is None and outcome.truncated
     assert len(outcome.output.encode()) <= 1000
-    assert time.monotonic() - started < 5  # stopped at once, not at the timeout
+    assert not running(b"/usr/bin/yes\x00spam\x00")  # stopped at once, not left running
     reg = ToolRegistry({"yes": command_tool(command(["/usr/bin/yes"], timeout_s=10, limit=100))})
     text, error = run(reg.call("yes", {}))
     assert not error and text.endswith("[output cut at 100 bytes]")
