@@ -18,9 +18,10 @@ from websockets.asyncio.client import connect
 from pi_agent import __version__
 from pi_agent import protocol as p
 from pi_agent.audio.devices import Microphone, Speaker
+from pi_agent.builtins import DeviceHooks, SpeakerVolume, build_registry, end_when_asked
 from pi_agent.client import AudioOptions, Conversation
 from pi_agent.config import Config, resolve_api_key
-from pi_agent.context import expand_variables, template_values
+from pi_agent.context import expand_variables, explain_end, template_values
 from pi_agent.errors import EX_IOERR, EX_OK, EX_UNAVAILABLE, PiAgentError
 from pi_agent.link import Connector, LinkSettings
 from pi_agent.session import Action, EndKind, EndReason, Line, Started
@@ -216,22 +217,30 @@ async def run_talk(
     mic, speaker = devices if devices is not None else open_devices(cfg)
     loop = asyncio.get_running_loop()
     limit = cfg.conversation.max_duration_s if max_s is None else max_s
+    end_asked = asyncio.Event()  # set by the end_conversation tool
+    hooks = DeviceHooks(SpeakerVolume.of(speaker), None, end_asked.set)
     conv = Conversation(
         build_link(cfg),
         build_init(cfg),
         mic,
         speaker,
         max_duration_s=limit,
+        tools=build_registry(cfg.tools, hooks),
         listener=TranscriptPrinter(out, loop.time),
         connector=connector,
         audio=audio_options(cfg),
     )
     reply_timeout = cfg.conversation.reply_timeout_s
 
-    async def watch(c: Conversation) -> None:
-        await until_reply_finished(c, reply_timeout)
+    def agent_ended() -> None:
+        conv.end(EndReason(EndKind.AGENT_ENDED, "the agent ended the conversation (tool)"))
 
-    reason = await conv.run(watch)
+    async def watch(c: Conversation) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(until_reply_finished(c, reply_timeout))
+            group.create_task(end_when_asked(end_asked, c.playback_idle, agent_ended))
+
+    reason = explain_end(await conv.run(watch))
     return reason, conv
 
 

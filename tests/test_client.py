@@ -438,3 +438,25 @@ def test_a_failing_microphone_ends_the_conversation_clearly(tmp_path: Path) -> N
         assert exit_code(reason) == 74
 
     run(main())
+
+
+def test_talk_answers_built_in_client_tools(tmp_path: Path) -> None:
+    scenario = Scenario(
+        (
+            Send(p.ClientToolCall("get_time", "call_t", {}, 1)),
+            WaitFor("client_tool_result", timeout_s=5),
+            Close(1000, ""),
+        )
+    )
+
+    async def main() -> None:
+        async with Simulator(SimulatorOptions(scenario=scenario, ping_interval_s=0)) as sim:
+            reason, _ = await run_talk(file_config(sim, tmp_path))
+            record = await sim.next_conversation()
+        assert reason.ok, reason
+        (result,) = record.messages("client_tool_result")
+        assert result.tool_call_id == "call_t"
+        assert not result.is_error
+        assert "local_time" in result.result
+
+    run(main())

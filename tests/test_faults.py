@@ -62,7 +62,7 @@ from tests.test_daemon import BLUE, GREEN, RED, ScriptedMic, make_config
 
 T = TypeVar("T")
 TEST_TIMEOUT_S = 60.0
-MAX_DETAIL_CHARS = 200  # "one line": what a status line or the LED's journal entry can show
+MAX_DETAIL_CHARS = 300  # "one line": a journal entry, with room for an override hint
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
