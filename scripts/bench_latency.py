@@ -41,6 +41,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout: pi_agent and tests/pulse_bed.py
 
 from pi_agent import protocol as p  # noqa: E402
+from pi_agent.bench import summary  # noqa: E402
 from pi_agent.simulator import (  # noqa: E402
     Close,
     ConversationRecord,
@@ -192,18 +193,11 @@ def onsets(samples: Int16, level: int = ONSET_LEVEL, quiet_s: float = QUIET_S) -
 
 
 def stats(values_s: Sequence[float]) -> dict[str, Any]:
-    """Median, p95, min and max in milliseconds, and the values themselves."""
-    ms = np.asarray(values_s, dtype=np.float64) * 1000.0
-    if not ms.size:
-        return {"n": 0}
-    return {
-        "n": int(ms.size),
-        "median_ms": round(float(np.median(ms)), 1),
-        "p95_ms": round(float(np.percentile(ms, 95)), 1),
-        "min_ms": round(float(ms.min()), 1),
-        "max_ms": round(float(ms.max()), 1),
-        "values_ms": [round(float(v), 1) for v in ms],
-    }
+    """pi_agent.bench's summary in milliseconds, plus the values themselves."""
+    out = summary(values_s)
+    if out["n"]:
+        out["values_ms"] = [round(v * 1000.0, 1) for v in values_s]
+    return out
 
 
 def user_audio(record: ConversationRecord) -> tuple[Int16, npt.NDArray[np.int64], list[float]]:
