@@ -1,7 +1,7 @@
 """The orchestrator of `pi-agent run`: builds the adapters, owns every long-lived task.
 
 Events from the button, signals, the control socket and the running conversation go through one
-queue into the pure state machine (`pi_agent.conversation`); its commands come back here and are
+queue into the pure state machine (`pi_agent.core.machine`); its commands come back here and are
 carried out on the adapters. Shutdown goes in reverse order with a bound on each step.
 """
 
@@ -21,34 +21,43 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from pi_agent import conversation as sm
-from pi_agent import protocol as p
-from pi_agent.audio.capture import CaptureHub
-from pi_agent.audio.devices import Microphone, Speaker
-from pi_agent.backoff import CONNECT_RETRIES, Backoff, connect_backoff, should_retry
-from pi_agent.builtins import (
-    DeviceHooks,
+from pi_agent.adapters.audio.capture import CaptureHub
+from pi_agent.adapters.audio.devices import Microphone, Speaker
+from pi_agent.adapters.builtins import (
     LedOverride,
-    SpeakerVolume,
-    build_registry,
     end_when_asked,
 )
-from pi_agent.client import Conversation, Watch
+from pi_agent.adapters.client import Conversation, Watch
+from pi_agent.adapters.context import TranscriptLog, explain_end, send_periodic_context
+from pi_agent.adapters.control import ControlServer, socket_path
+from pi_agent.adapters.hardware.button import (
+    ButtonInput,
+    ButtonLongPress,
+    ButtonPressed,
+    ButtonReleased,
+)
+from pi_agent.adapters.hardware.leds import LedController, make_leds
+from pi_agent.adapters.hardware.pins import make_pin_factory
+from pi_agent.adapters.link import Connector
+from pi_agent.adapters.systemd import Notifier, log_context
+from pi_agent.adapters.wakeword import Detection, WakeWordListener
 from pi_agent.config import Config, load_config
-from pi_agent.context import TranscriptLog, explain_end, send_periodic_context
-from pi_agent.control import ControlServer, socket_path
+from pi_agent.core import machine as sm
+from pi_agent.core import protocol as p
+from pi_agent.core.backoff import CONNECT_RETRIES, should_retry
+from pi_agent.core.ending import EndKind, EndReason
+from pi_agent.core.session import Action, Line, Notice, Play
+from pi_agent.core.session import Interrupt as InterruptAction
+from pi_agent.core.session import MetadataReceived as StartedAction
+from pi_agent.core.states import State
 from pi_agent.errors import EX_OK, ConfigError
-from pi_agent.hardware.button import ButtonInput, ButtonLongPress, ButtonPressed, ButtonReleased
-from pi_agent.hardware.leds import LedController, make_leds
-from pi_agent.hardware.pins import make_pin_factory
-from pi_agent.link import Connector
-from pi_agent.session import Action, EndKind, EndReason, Line, Notice, Play
-from pi_agent.session import Interrupt as InterruptAction
-from pi_agent.session import Started as StartedAction
-from pi_agent.states import State
-from pi_agent.systemd import Notifier, log_context
-from pi_agent.talk import audio_options, build_init, build_link, open_devices
-from pi_agent.wakeword import Detection, WakeWordListener
+from pi_agent.wiring import (
+    build_conversation,
+    build_link,
+    device_hooks,
+    open_devices,
+    retry_spacing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +108,8 @@ class Daemon:
         self._audio_started = asyncio.Event()
         self._stop = asyncio.Event()
         self._give_up = asyncio.Event()  # the user ended the attempt: no more retries
-        self.backoff = Backoff()  # spaces out connects while the service is unreachable
+        # Spaces out connects while the service is unreachable; the quick retries of one connect.
+        self.backoff, self._connect_retry = retry_spacing()
         self._reload_pending = False
         self._tasks: list[asyncio.Task[None]] = []
         self.leds: LedController | None = None
@@ -287,20 +297,18 @@ class Daemon:
             return
         end_asked = asyncio.Event()  # set by the end_conversation tool
         set_led = self.led_override.override if self.led_override is not None else None
-        hooks = DeviceHooks(SpeakerVolume.of(self.speaker), set_led, end_asked.set)
+        hooks = device_hooks(self.speaker, set_led=set_led, end_conversation=end_asked.set)
         hub, speaker = self.hub, self.speaker
 
         def make() -> Conversation:
-            conv = Conversation(
-                link,
-                build_init(cfg),
+            conv = build_conversation(
+                cfg,
                 hub.borrow(),
                 speaker,
-                max_duration_s=cfg.conversation.max_duration_s,
-                tools=build_registry(cfg.tools, hooks),
+                hooks=hooks,
                 listener=self._on_action,
                 connector=self.connector,
-                audio=audio_options(cfg),
+                link=link,
             )
             conv.set_mic_live(self.machine.mic_live)
             return conv
@@ -334,7 +342,8 @@ class Daemon:
             if await self._wait_or_give_up(spacing):
                 self.post(sm.Ended(EndReason(EndKind.LOCAL, "ended before connecting")))
                 return
-        retry = connect_backoff()
+        retry = self._connect_retry
+        retry.reset()
         while True:
             conv = self.conv = make()
             reason = explain_end(await conv.run(watch))

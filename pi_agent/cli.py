@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pi_agent import __version__
-from pi_agent.config import DEFAULT_CONFIG_PATH, Config, check_config_main, load_config
+from pi_agent.commands.check_config import check_config_main
+from pi_agent.config import DEFAULT_CONFIG_PATH, Config, load_config
 from pi_agent.errors import EX_UNAVAILABLE, EX_USAGE, ConfigError, PiAgentError
 
 log = logging.getLogger("pi_agent")
@@ -128,7 +129,7 @@ def control_main(args: argparse.Namespace) -> int:
     """`pi-agent wake|end|mute|status|say|context`: one request to the daemon."""
     import json
 
-    from pi_agent.control import request, socket_path
+    from pi_agent.adapters.control import request, socket_path
 
     path = args.socket
     if path is None:
@@ -190,25 +191,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_from_args(args)
         if args.command == "demo":
             setup_logging(level or "warning")
-            from pi_agent.demo import demo_main
+            from pi_agent.commands.demo import demo_main
 
             return demo_main(args.output, args.output_format, fast=args.fast)
         if args.command == "devices":
             setup_logging(level or "warning")
-            from pi_agent.audio.devicelist import devices_main
+            from pi_agent.adapters.audio.devicelist import devices_main
 
             return devices_main(sys.stdout, sys.stderr)
         if args.command == "bench":
             cfg = _load(args.config)
             setup_logging(level or "warning")
-            from pi_agent.bench import bench_main
+            from pi_agent.commands.bench import bench_main
 
             return bench_main(cfg, rounds=args.rounds, json_path=args.json)
         if args.command == "test-audio":
             cfg = _load(args.config)
             setup_logging(level or "warning")
-            from pi_agent.audio.testaudio import run_test_audio
-            from pi_agent.talk import open_devices
+            from pi_agent.commands.test_audio import run_test_audio
+            from pi_agent.wiring import open_devices
 
             mic, speaker = open_devices(cfg)
             return asyncio.run(
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "run":
             cfg = _load(args.config)
-            from pi_agent.systemd import configure_logging
+            from pi_agent.adapters.systemd import configure_logging
 
             configure_logging(level or cfg.logging.level)
             from pi_agent.app import Daemon
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "talk":
             cfg = _load(args.config)
             setup_logging(level or cfg.logging.level)
-            from pi_agent.talk import talk_main
+            from pi_agent.commands.talk import talk_main
 
             return talk_main(cfg, args.max_s, sys.stdout, sys.stderr)
     except ConfigError as exc:

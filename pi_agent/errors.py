@@ -9,6 +9,8 @@ EX_UNAVAILABLE = 69  # sysexits.h: service unavailable (server refused, closed w
 EX_SOFTWARE = 70  # sysexits.h: internal software error
 EX_IOERR = 74  # sysexits.h: input/output error (audio device, files)
 EX_TEMPFAIL = 75  # sysexits.h: temporary failure (network), retrying may help
+EX_PROTOCOL = 76  # sysexits.h: remote error in protocol
+EX_NOPERM = 77  # sysexits.h: permission denied (the service refused our key)
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd must not restart-loop on it
 
 
@@ -57,4 +59,4 @@ class LinkError(PiAgentError, ConnectionError):
 class AuthError(LinkError):
     """The service refused our credentials; retrying with the same key will not help."""
 
-    exit_code = EX_UNAVAILABLE
+    exit_code = EX_NOPERM

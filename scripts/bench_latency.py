@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout: pi_agent and tests/pulse_bed.py
 
-from pi_agent import protocol as p  # noqa: E402
-from pi_agent.bench import summary  # noqa: E402
+from pi_agent.core import protocol as p  # noqa: E402
+from pi_agent.core.figures import summary  # noqa: E402
 from pi_agent.simulator import (  # noqa: E402
     Close,
     ConversationRecord,
@@ -193,7 +193,7 @@ def onsets(samples: Int16, level: int = ONSET_LEVEL, quiet_s: float = QUIET_S) -
 
 
 def stats(values_s: Sequence[float]) -> dict[str, Any]:
-    """pi_agent.bench's summary in milliseconds, plus the values themselves."""
+    """pi_agent.core.figures.summary in milliseconds, plus the values themselves."""
     out = summary(values_s)
     if out["n"]:
         out["values_ms"] = [round(v * 1000.0, 1) for v in values_s]
@@ -312,21 +312,13 @@ def child_pi_agent(url: str, max_s: float) -> dict[str, Any]:
     """One pi-agent conversation with the pyaudio backend on the default devices."""
     import asyncio
 
-    from pi_agent.audio.pyaudio_backend import open_pyaudio_devices
-    from pi_agent.client import Conversation
+    from pi_agent.adapters.audio.pyaudio_backend import open_pyaudio_devices
     from pi_agent.config import default_config
-    from pi_agent.talk import audio_options, build_init, build_link
+    from pi_agent.wiring import build_conversation
 
     cfg = default_config(AGENT_ID, url, audio=PI_AGENT_AUDIO)
     mic, speaker = open_pyaudio_devices(cfg.audio)
-    conv = Conversation(
-        build_link(cfg),
-        build_init(cfg),
-        mic,
-        speaker,
-        max_duration_s=max_s,
-        audio=audio_options(cfg),
-    )
+    conv = build_conversation(cfg, mic, speaker, max_duration_s=max_s)
     reason = asyncio.run(conv.run())
     playback = conv.playback
     return {

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from pi_agent.audio.devices import ChunkQueue, FileSpeaker, Pacer, Samples
-from pi_agent.audio.wavfile import write_wav
-from pi_agent.client import Conversation
+from pi_agent.adapters.audio.devices import ChunkQueue, FileSpeaker, Pacer, Samples
+from pi_agent.adapters.audio.wavfile import write_wav
 from pi_agent.config import default_config
-from pi_agent.session import EndKind, EndReason
+from pi_agent.core.ending import EndKind, EndReason
+from pi_agent.once import run_talk
 from pi_agent.simulator import Simulator, SimulatorOptions
-from pi_agent.talk import audio_options, build_init, build_link, run_talk
+from pi_agent.wiring import build_conversation
 
 RATE = 16000
 CHUNK = 320  # 20 ms at 16 kHz
@@ -178,13 +178,8 @@ async def soak_continuous(
     options = SimulatorOptions(ping_interval_s=PING_INTERVAL_S)
     async with Simulator(options) as sim:
         cfg = default_config("soak", sim.url, audio={"backend": "file", "input_file": __file__})
-        conv = Conversation(
-            build_link(cfg),
-            build_init(cfg),
-            TalkingMic(),
-            FileSpeaker(None, 1.0),
-            max_duration_s=seconds + 60,
-            audio=audio_options(cfg),
+        conv = build_conversation(
+            cfg, TalkingMic(), FileSpeaker(None, 1.0), max_duration_s=seconds + 60
         )
         task = asyncio.create_task(conv.run())
         loop = asyncio.get_running_loop()

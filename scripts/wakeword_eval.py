@@ -4,8 +4,9 @@
 The corpus is made here, deterministically: espeak-ng speech of each model's phrase (15 voices,
 3 speeds, 2 pitches; clean and in pink noise at 10 dB SNR), other sentences, other wake phrases,
 sound-alikes, silence, noise and babble. Every clip goes through the real detector
-(`pi_agent.wakeword`) in 20 ms chunks, as the daemon feeds it. Prints JSON and tables; asserts
-nothing. Needs espeak-ng (`apt-get install espeak-ng`) and `pip install 'pi-agent[wakeword]'`.
+(`pi_agent.adapters.wakeword`) in 20 ms chunks, as the daemon feeds it. Prints JSON and tables;
+asserts nothing. Needs espeak-ng (`apt-get install espeak-ng`) and
+`pip install 'pi-agent[wakeword]'`.
 
     .venv/bin/python scripts/wakeword_eval.py                 # all four models
     .venv/bin/python scripts/wakeword_eval.py --model okay_nabu --json figures.json
@@ -31,17 +32,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pi_agent.audio.capture import PrerollRing
-from pi_agent.audio.resample import resample
-from pi_agent.audio.wavfile import read_wav
-from pi_agent.configwake import DEFAULT_REFRACTORY_S, WAKEWORD_MODELS
-from pi_agent.wakeword import (
+from pi_agent.adapters.audio.wavfile import read_wav
+from pi_agent.adapters.wakeword import (
     WAKE_END_MAX_MS,
     WAKE_END_MIN_MS,
     Backend,
     WakeWordDetector,
     load_backend,
 )
+from pi_agent.config import DEFAULT_REFRACTORY_S, WAKEWORD_MODELS
+from pi_agent.core.audio.preroll import PrerollRing
+from pi_agent.core.audio.resample import resample
 
 Samples = npt.NDArray[np.int16]
 

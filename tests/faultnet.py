@@ -32,12 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from pi_agent import client, link, talk
-from pi_agent import protocol as p
-from pi_agent.audio.wavfile import write_wav
-from pi_agent.client import Conversation
+from pi_agent import once
+from pi_agent.adapters import client, link
+from pi_agent.adapters.audio.wavfile import write_wav
+from pi_agent.adapters.client import Conversation
 from pi_agent.config import Config, default_config
-from pi_agent.session import EndKind, EndReason
+from pi_agent.core import protocol as p
+from pi_agent.core.ending import EndKind, EndReason
 from pi_agent.simulator import (
     Close,
     ConversationRecord,
@@ -408,7 +409,7 @@ def quick_timeouts() -> Iterator[None]:
         (client, "METADATA_TIMEOUT_S", QUICK_METADATA_TIMEOUT_S),
         (link, "KEEPALIVE_INTERVAL_S", QUICK_KEEPALIVE_INTERVAL_S),
         (link, "KEEPALIVE_TIMEOUT_S", QUICK_KEEPALIVE_TIMEOUT_S),
-        (talk, "REPLY_SETTLE_S", QUICK_REPLY_SETTLE_S),
+        (once, "REPLY_SETTLE_S", QUICK_REPLY_SETTLE_S),
     ]
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     for module, name, value in patches:
@@ -437,7 +438,7 @@ async def converse(work: Path, factory: TargetFactory) -> Outcome:
     async with factory(work) as target:
         out = io.StringIO()
         started = loop.time()
-        reason, conv = await talk.run_talk(talk_config(work, target), out=out)
+        reason, conv = await once.run_talk(talk_config(work, target), out=out)
         seconds = loop.time() - started
         records = list(target.sim.conversations) if target.sim is not None else []
     return Outcome(reason, seconds, conv, out.getvalue(), records)

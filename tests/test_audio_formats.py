@@ -1,4 +1,4 @@
-"""Tests for pi_agent.audio.formats: protocol format table, PCM and G.711 mu-law codecs."""
+"""Tests for pi_agent.core.audio.formats: protocol format table, PCM and G.711 mu-law codecs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from pi_agent.audio.formats import (
+from pi_agent.core.audio.formats import (
     DEFAULT_FORMAT,
     FORMATS,
     AudioFormat,

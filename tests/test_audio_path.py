@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi_agent.audio.earcons import END_NOTES, ERROR_NOTES, WAKE_NOTES, earcon
-from pi_agent.audio.echo import EchoGuard
-from pi_agent.audio.playback import PlaybackQueue
+from pi_agent.core.audio.earcons import END_NOTES, ERROR_NOTES, WAKE_NOTES, earcon
+from pi_agent.core.audio.echo import EchoGuard
+from pi_agent.core.audio.playback import PlaybackQueue
 
 RATE = 16000
 FRAME = 320  # 20 ms

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pi_agent import backoff
-from pi_agent.backoff import (
+from pi_agent.core import backoff
+from pi_agent.core.backoff import (
     CONNECT_RETRY_CAP_S,
     CONNECT_RETRY_FIRST_S,
     Backoff,
@@ -17,7 +17,7 @@ from pi_agent.backoff import (
     http_status,
     should_retry,
 )
-from pi_agent.session import EndKind, EndReason
+from pi_agent.core.ending import EndKind, EndReason
 
 K = EndKind
 W = "ws://127.0.0.1:8765"
@@ -77,6 +77,7 @@ NOT_RETRIED = [
     EndReason(K.TIME_LIMIT, "the conversation reached its 600 s limit"),
     EndReason(K.NO_REPLY, "the agent did not answer within 20 s of the input ending"),
     EndReason(K.DEVICE, "the microphone stream stopped (device unplugged?)"),
+    EndReason(K.INTERNAL, "unexpected RuntimeError: boom"),
     EndReason(K.AUTH_FAILED, f"{W} refused the conversation (HTTP 401): not authorised"),
     EndReason(
         K.AUTH_FAILED,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pi_agent.config import check_config_main
+from pi_agent.commands.check_config import check_config_main
 from pi_agent.errors import EX_CONFIG
 
 CORPUS = Path(__file__).resolve().parent / "data" / "bad_configs"

@@ -16,16 +16,21 @@ from gpiozero import PWMLED, Device
 from gpiozero.exc import PinUnknownPi
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from pi_agent.config import ButtonConfig
-from pi_agent.errors import EX_CONFIG, EX_IOERR, ConfigError, PiAgentError
-from pi_agent.hardware.button import (
+from pi_agent.adapters.hardware.button import (
     ButtonEvent,
     ButtonInput,
     ButtonLongPress,
     ButtonPressed,
     ButtonReleased,
 )
-from pi_agent.hardware.pins import GpioError, GpioLibraryMissing, make_pin_factory, open_spi
+from pi_agent.adapters.hardware.pins import (
+    GpioError,
+    GpioLibraryMissing,
+    make_pin_factory,
+    open_spi,
+)
+from pi_agent.config import ButtonConfig
+from pi_agent.errors import EX_CONFIG, EX_IOERR, ConfigError, PiAgentError
 from tests.helpers import run
 
 T = TypeVar("T")

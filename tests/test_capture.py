@@ -6,8 +6,9 @@ import asyncio
 
 import numpy as np
 
-from pi_agent.audio.capture import CaptureHub, PrerollRing
-from pi_agent.audio.devices import ChunkQueue, Samples
+from pi_agent.adapters.audio.capture import CaptureHub
+from pi_agent.adapters.audio.devices import ChunkQueue, Samples
+from pi_agent.core.audio.preroll import PrerollRing
 
 RATE = 16000
 CHUNK = 320  # 20 ms

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi_agent.audio.wavfile import read_wav, write_wav
+from pi_agent.adapters.audio.wavfile import read_wav, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
 PROCESS_TIMEOUT_S = 60

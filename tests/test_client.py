@@ -12,16 +12,18 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from pi_agent import client as client_mod
-from pi_agent import protocol as p
-from pi_agent.audio import formats
-from pi_agent.audio.devices import ChunkQueue, FileMicrophone, FileSpeaker, Samples
-from pi_agent.audio.wavfile import read_wav, write_wav
-from pi_agent.client import Conversation
+from pi_agent.adapters import client as client_mod
+from pi_agent.adapters.audio.devices import ChunkQueue, FileMicrophone, FileSpeaker, Samples
+from pi_agent.adapters.audio.wavfile import read_wav, write_wav
+from pi_agent.adapters.client import Conversation
+from pi_agent.adapters.link import LinkSettings
+from pi_agent.adapters.tools import ToolRegistry
 from pi_agent.config import Config, default_config
+from pi_agent.core import protocol as p
+from pi_agent.core.audio import formats
+from pi_agent.core.ending import EndKind, EndReason
 from pi_agent.errors import AudioError
-from pi_agent.link import LinkSettings
-from pi_agent.session import EndKind, EndReason
+from pi_agent.once import run_talk
 from pi_agent.simulator import (
     Close,
     Echo,
@@ -35,8 +37,7 @@ from pi_agent.simulator import (
     Wait,
     WaitFor,
 )
-from pi_agent.talk import build_init, exit_code, run_talk
-from pi_agent.tools import ToolRegistry
+from pi_agent.wiring import build_init
 from tests import asyncapi
 from tests.helpers import run
 
@@ -86,7 +87,7 @@ def test_talk_echo_conversation_end_to_end(tmp_path: Path) -> None:
             reason, conv = await run_talk(file_config(sim, tmp_path), out=out)
             record = await sim.next_conversation()
         assert reason.kind is EndKind.COMPLETED, reason
-        assert exit_code(reason) == 0
+        assert reason.policy.exit_code == 0
         text = out.getvalue()
         assert "you: (1.00 seconds of speech)" in text
         assert "agent: You said something 1.0 seconds long" in text
@@ -106,7 +107,7 @@ def test_talk_echo_conversation_end_to_end(tmp_path: Path) -> None:
         # Everything our client sent is valid under the vendor contract.
         assert not record.protocol_errors
         for event in record.received:
-            assert not isinstance(event.message, p.ProtocolError)
+            assert not isinstance(event.message, p.MalformedFrame)
             wire = event.message.to_wire()
             if asyncapi.covered_by_contract(wire.get("type", "user_audio_chunk")):
                 asyncapi.validate_client_message(wire)
@@ -315,7 +316,7 @@ def test_unknown_agent_is_a_clear_failure(tmp_path: Path) -> None:
         assert reason.kind is EndKind.SERVER_ERROR
         assert reason.close_code == 1008
         assert "does not exist" in reason.detail
-        assert exit_code(reason) != 0
+        assert reason.policy.exit_code != 0
 
     run(main())
 
@@ -435,7 +436,7 @@ def test_a_failing_microphone_ends_the_conversation_clearly(tmp_path: Path) -> N
             reason, _ = await run_talk(cfg, devices=(mic, FileSpeaker(None, 0)))
         assert reason.kind is EndKind.DEVICE
         assert "unplugged" in reason.detail
-        assert exit_code(reason) == 74
+        assert reason.policy.exit_code == 74
 
     run(main())
 

@@ -1,4 +1,4 @@
-"""Tests for pi_agent.config: schema, messages, paths, API key lookup and check-config."""
+"""Tests for pi_agent.config.loader: schema, messages, paths, API key lookup and check-config."""
 
 from __future__ import annotations
 
@@ -16,20 +16,22 @@ from types import MappingProxyType
 import pytest
 import yaml
 
-from pi_agent import config as cfgmod
+from pi_agent.commands.check_config import check_config_main
 from pi_agent.config import (
     DEFAULT_CONFIG_PATH,
     SCHEMA,
     AgentConfig,
     Config,
+    Field,
+    Flag,
     Secret,
-    check_config_main,
+    Section,
     default_config,
     load_config,
     parse_config,
     resolve_api_key,
 )
-from pi_agent.configschema import Field, Flag, Section
+from pi_agent.config import loader as cfgmod
 from pi_agent.errors import EX_CONFIG, ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pi-agent.yaml"
@@ -224,7 +226,7 @@ BAD_VALUES = [
      "one of 'okay_nabu', 'hey_jarvis', 'hey_mycroft', 'alexa'"),
     ("wakeword.threshold", "1.5", "1.5 is out of range", "a number from 0 to 1, or null"),
     ("wakeword.refractory_s", "-1", "-1 is out of range", "a number from 0 to 60"),
-    # tools and context (pi_agent.configtools)
+    # tools and context (pi_agent.config.tools)
     ("tools.builtins", "get_time", "'get_time' is a string",
      "a list of built-in tool names: get_time, get_volume, set_volume, set_led, "
      "end_conversation, device_info"),
@@ -696,7 +698,7 @@ def test_check_config_defaults_to_etc_and_reports_a_missing_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     missing = tmp_path / "pi-agent.yaml"
-    monkeypatch.setattr(cfgmod, "DEFAULT_CONFIG_PATH", missing)
+    monkeypatch.setattr("pi_agent.commands.check_config.DEFAULT_CONFIG_PATH", missing)
     err = io.StringIO()
     assert check_config_main(None, io.StringIO(), err) == 78
     assert err.getvalue().splitlines() == [
@@ -718,8 +720,8 @@ def test_default_config_and_for_agent_validate_like_a_file(tmp_path: Path) -> No
 
 
 def test_led_patterns_override_defaults_and_report_bad_entries() -> None:
-    from pi_agent.hardware.patterns import COLORS, DEFAULT_PATTERNS, Pattern
-    from pi_agent.states import State
+    from pi_agent.core.patterns import COLORS, DEFAULT_PATTERNS, Pattern
+    from pi_agent.core.states import State
 
     cfg = parse_config(
         "agent:\n  agent_id: a\nleds:\n  patterns:\n    listening: '#ff8800 blink'\n"

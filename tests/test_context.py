@@ -14,24 +14,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi_agent import protocol as p
-from pi_agent.audio.devices import FileMicrophone, FileSpeaker
-from pi_agent.audio.wavfile import write_wav
-from pi_agent.client import Conversation
-from pi_agent.config import default_config, parse_config
-from pi_agent.configtools import PeriodicContext, expand_template, template_fields
-from pi_agent.context import (
+from pi_agent.adapters.audio.devices import FileMicrophone, FileSpeaker
+from pi_agent.adapters.audio.wavfile import write_wav
+from pi_agent.adapters.context import (
     OVERRIDE_HINT,
     TranscriptLog,
     explain_end,
     send_periodic_context,
     template_values,
 )
-from pi_agent.control import request
+from pi_agent.adapters.control import request
+from pi_agent.config import (
+    PeriodicContext,
+    default_config,
+    expand_template,
+    parse_config,
+    template_fields,
+)
+from pi_agent.core import protocol as p
+from pi_agent.core.ending import EndKind, EndReason
+from pi_agent.core.session import Line
 from pi_agent.errors import ConfigError
-from pi_agent.session import EndKind, EndReason, Line
 from pi_agent.simulator import Close, Scenario, Send, Simulator, SimulatorOptions, Wait, WaitFor
-from pi_agent.talk import build_init, build_link
+from pi_agent.wiring import build_conversation, build_init
 from tests import asyncapi
 from tests.helpers import run
 from tests.test_daemon import daemon_bed
@@ -134,7 +139,7 @@ def test_periodic_context_repeats_and_skips_failures(caplog: pytest.LogCaptureFi
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    with caplog.at_level(logging.WARNING, logger="pi_agent.context"):
+    with caplog.at_level(logging.WARNING, logger="pi_agent.adapters.context"):
         run(main())
     assert 3 <= len(sink.updates) <= 5
     assert set(sink.updates) == {("Temperature: 21.5 C", "pi-agent-periodic-0")}
@@ -164,7 +169,7 @@ def test_periodic_context_reaches_the_simulator(tmp_path: Path) -> None:
 
 def test_transcript_correction_replaces_the_agent_line(caplog: pytest.LogCaptureFixture) -> None:
     log = TranscriptLog("conv_1", enabled=True)
-    with caplog.at_level(logging.INFO, logger="pi_agent.context"):
+    with caplog.at_level(logging.INFO, logger="pi_agent.adapters.context"):
         log.add(Line("user", "tell me a story", 1))
         log.add(Line("agent", "Once upon a time there was a dragon", 2))
         log.add(Line("user", "stop", 3))
@@ -184,7 +189,7 @@ def test_transcript_correction_replaces_the_agent_line(caplog: pytest.LogCapture
 
 def test_transcripts_are_off_by_default(caplog: pytest.LogCaptureFixture) -> None:
     log = TranscriptLog("conv_1", enabled=False)
-    with caplog.at_level(logging.DEBUG, logger="pi_agent.context"):
+    with caplog.at_level(logging.DEBUG, logger="pi_agent.adapters.context"):
         log.add(Line("user", "private", 1))
     assert caplog.messages == []
     assert len(log.lines) == 1
@@ -225,7 +230,7 @@ def test_daemon_logs_transcripts_with_the_conversation_id(
             f"conversation {cid} agent (correction, replaces the interrupted reply): It is sunny",
         ]
 
-    with caplog.at_level(logging.INFO, logger="pi_agent.context"):
+    with caplog.at_level(logging.INFO, logger="pi_agent.adapters.context"):
         run(main())
 
 
@@ -248,9 +253,7 @@ def test_refused_override_is_explained_by_the_simulator(tmp_path: Path) -> None:
         options = SimulatorOptions(allowed_overrides=frozenset(), ping_interval_s=0)
         async with Simulator(options) as sim:
             cfg = default_config("a", sim.url, agent={"overrides": {"first_message": "Hi!"}})
-            conv = Conversation(
-                build_link(cfg), build_init(cfg), FileMicrophone(mic, 20, 0.0), FileSpeaker(None)
-            )
+            conv = build_conversation(cfg, FileMicrophone(mic, 20, 0.0), FileSpeaker(None))
             return explain_end(await conv.run())
 
     reason = run(main())
@@ -289,7 +292,7 @@ def test_daemon_status_explains_a_refused_override(tmp_path: Path) -> None:
 def test_daemon_end_conversation_tool_ends_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pi_agent.builtins.END_GRACE_S", 0.1)
+    monkeypatch.setattr("pi_agent.adapters.builtins.END_GRACE_S", 0.1)
     scenario = Scenario(
         (
             Wait(0.2),

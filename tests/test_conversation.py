@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from pi_agent.conversation import (
+from pi_agent.core.ending import EndKind, EndReason
+from pi_agent.core.machine import (
     EVENT_TYPES,
     TABLE,
     AgentAudio,
@@ -33,8 +34,7 @@ from pi_agent.conversation import (
     UserTurn,
     Wake,
 )
-from pi_agent.session import EndKind, EndReason
-from pi_agent.states import State
+from pi_agent.core.states import State
 
 OK = EndReason(EndKind.COMPLETED, "done")
 LOCAL = EndReason(EndKind.LOCAL, "ended on request")

@@ -19,13 +19,13 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 from websockets.asyncio.client import connect
 
+from pi_agent.adapters.audio.devices import ChunkQueue, FileSpeaker, Pacer, Samples
+from pi_agent.adapters.audio.wavfile import write_wav
+from pi_agent.adapters.control import request
+from pi_agent.adapters.systemd import Notifier
 from pi_agent.app import Daemon
-from pi_agent.audio.devices import ChunkQueue, FileSpeaker, Pacer, Samples
-from pi_agent.audio.wavfile import write_wav
 from pi_agent.config import Config
-from pi_agent.control import request
 from pi_agent.simulator import Scenario, SendAudio, Simulator, SimulatorOptions, Wait
-from pi_agent.systemd import Notifier
 from tests.helpers import run
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi_agent.audio import formats
+from pi_agent.core.audio import formats
 from pi_agent.simulator import Close, Scenario, SendAudio, Simulator, SimulatorOptions, Wait
 from tests.helpers import run
 from tests.pulse_bed import PulseBed

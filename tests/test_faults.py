@@ -24,12 +24,13 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from pi_agent import protocol as p
+from pi_agent.adapters.audio.devices import FileSpeaker
+from pi_agent.adapters.audio.wavfile import read_wav
+from pi_agent.adapters.control import request
+from pi_agent.adapters.systemd import Notifier
 from pi_agent.app import TICK_S, Daemon
-from pi_agent.audio.devices import FileSpeaker
-from pi_agent.audio.wavfile import read_wav
-from pi_agent.control import request
-from pi_agent.session import EndKind
+from pi_agent.core import protocol as p
+from pi_agent.core.ending import EndKind
 from pi_agent.simulator import (
     Scenario,
     ScenarioError,
@@ -46,7 +47,6 @@ from pi_agent.simulator.scenario import (
     SendError,
     Stall,
 )
-from pi_agent.systemd import Notifier
 from tests import faultnet, helpers
 from tests.faultnet import (
     API_KEY,

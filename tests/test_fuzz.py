@@ -20,11 +20,10 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from pi_agent import protocol as p
-from pi_agent.audio.formats import FORMATS
-from pi_agent.config import SCHEMA, Config, parse_config
-from pi_agent.configschema import (
+from pi_agent.config import (
+    SCHEMA,
     Choice,
+    Config,
     FilePath,
     Flag,
     Kind,
@@ -33,21 +32,24 @@ from pi_agent.configschema import (
     Number,
     Section,
     Text,
+    parse_config,
 )
-from pi_agent.errors import EX_CONFIG, ConfigError
-from pi_agent.session import (
+from pi_agent.core import protocol as p
+from pi_agent.core.audio.formats import FORMATS
+from pi_agent.core.ending import EndReason
+from pi_agent.core.session import (
     Action,
-    EndReason,
     Interrupt,
     Line,
+    MetadataReceived,
     Notice,
     Play,
     Problem,
-    Send,
+    SendFrame,
     Session,
-    Started,
     ToolCall,
 )
+from pi_agent.errors import EX_CONFIG, ConfigError
 
 # Example budgets: large enough to reach every message type and schema key many times, small
 # enough that the whole file runs in well under 30 s on two cores.
@@ -188,19 +190,19 @@ def frames_for(known: dict[str, type[p.Message]]) -> st.SearchStrategy[str | byt
 
 
 SERVER_FRAMES = frames_for(p.SERVER_TYPES)
-PARSED = (p.ProtocolError, p.UnknownMessage, p.OpaqueEvent, p.Message, p.UserAudioChunk)
+PARSED = (p.MalformedFrame, p.UnknownMessage, p.OpaqueEvent, p.Message, p.UserAudioChunk)
 
 
 def check_parsed(result: object, frame: str | bytes) -> None:
     """A parse result is one of the promised types and usable without raising."""
     assert isinstance(result, PARSED), (frame, result)
     event("typed" if isinstance(result, p.Message | p.UserAudioChunk) else type(result).__name__)
-    if isinstance(result, p.ProtocolError):
+    if isinstance(result, p.MalformedFrame):
         assert str(result)
         return
     assert isinstance(result.to_wire(), dict)
     if isinstance(result, p.Audio):
-        assert isinstance(result.decode_audio(), bytes | p.ProtocolError)
+        assert isinstance(result.decode_audio(), bytes | p.MalformedFrame)
     if isinstance(result, p.ErrorEvent):
         assert result.describe()
 
@@ -416,7 +418,7 @@ def test_garbage_text_loads_or_fails_cleanly(text: str, base_dir: Path) -> None:
 
 # ------------------------------------------------------------------------ session core
 
-ACTIONS = (Send, Started, Play, Interrupt, Line, ToolCall, Problem, Notice)
+ACTIONS = (SendFrame, MetadataReceived, Play, Interrupt, Line, ToolCall, Problem, Notice)
 # A valid start, audio and pings: without them, random sessions would rarely reach playback.
 METADATA_FRAMES = st.builds(
     lambda cid, out_fmt, in_fmt: json.dumps(
@@ -467,7 +469,7 @@ def test_session_never_raises_on_random_frames(
         assert all(isinstance(action, ACTIONS) for action in actions), actions
         for action in actions:
             event(type(action).__name__)
-        sends = [i for i, action in enumerate(actions) if isinstance(action, Send)]
+        sends = [i for i, action in enumerate(actions) if isinstance(action, SendFrame)]
         assert sends in ([], [0]), "a pong, when due, is the first and only send"
     assert session.counters.frames == len(frames)
     assert isinstance(session.end_reason(close_code, close_reason), EndReason)

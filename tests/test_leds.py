@@ -12,9 +12,7 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin, MockSPIDevice
 
-from pi_agent.config import Apa102Config, LedsConfig
-from pi_agent.errors import ConfigError
-from pi_agent.hardware.leds import (
+from pi_agent.adapters.hardware.leds import (
     FRAME_INTERVAL_S,
     Apa102Ring,
     LedController,
@@ -25,9 +23,11 @@ from pi_agent.hardware.leds import (
     SingleLed,
     make_leds,
 )
-from pi_agent.hardware.patterns import COLORS, DEFAULT_PATTERNS, Color, Pattern
-from pi_agent.hardware.pins import GpioError
-from pi_agent.states import State
+from pi_agent.adapters.hardware.pins import GpioError
+from pi_agent.config import Apa102Config, LedsConfig
+from pi_agent.core.patterns import COLORS, DEFAULT_PATTERNS, Color, Pattern
+from pi_agent.core.states import State
+from pi_agent.errors import ConfigError
 from tests.helpers import run
 
 T = TypeVar("T")
@@ -437,5 +437,5 @@ def test_failing_writes_are_logged_once_and_recover(caplog: pytest.LogCaptureFix
         assert "work again" in caplog.text
         assert levels[-1] == 0.0  # close() turned it off
 
-    with caplog.at_level(logging.INFO, logger="pi_agent.hardware.leds"):
+    with caplog.at_level(logging.INFO, logger="pi_agent.adapters.hardware.leds"):
         run(main())

@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosedError
 
-from pi_agent.audio.wavfile import write_wav
-from pi_agent.config import Secret, default_config
-from pi_agent.errors import AuthError, LinkError
-from pi_agent.link import (
+from pi_agent.adapters.audio.wavfile import write_wav
+from pi_agent.adapters.link import (
     LinkSettings,
     conversation_url,
     open_link,
@@ -23,9 +21,11 @@ from pi_agent.link import (
     resolve_url,
     rest_base,
 )
-from pi_agent.session import EndKind
+from pi_agent.config import Secret, default_config
+from pi_agent.core.ending import EndKind
+from pi_agent.errors import AuthError, LinkError
+from pi_agent.once import run_talk
 from pi_agent.simulator import Simulator, SimulatorOptions
-from pi_agent.talk import exit_code, run_talk
 from tests.helpers import run
 
 T = TypeVar("T")
@@ -140,7 +140,7 @@ def test_conversation_with_key_leaks_neither_key_nor_token(
             out = io.StringIO()
             reason, conv = await run_talk(cfg, out=out)
             assert reason.kind is EndKind.COMPLETED, reason
-            assert exit_code(reason) == 0
+            assert reason.policy.exit_code == 0
             return out.getvalue() + repr(cfg) + repr(conv.link) + str(reason)
 
     with caplog.at_level(logging.DEBUG):

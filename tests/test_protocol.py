@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pi_agent import protocol as p
+from pi_agent.core import protocol as p
 from tests import asyncapi
 
 AUDIO_B64 = base64.b64encode(b"\x01\x00\xff\x7f" * 8).decode()
@@ -176,13 +176,13 @@ def test_known_names_without_schema_are_opaque_events(kind: str) -> None:
 )
 def test_malformed_server_frames_become_protocol_errors(frame: str | bytes, fragment: str) -> None:
     result = p.parse_server_message(frame)
-    assert isinstance(result, p.ProtocolError)
+    assert isinstance(result, p.MalformedFrame)
     assert fragment in str(result)
 
 
 def test_protocol_error_excerpt_is_bounded() -> None:
     result = p.parse_server_message("{" + "x" * 10_000)
-    assert isinstance(result, p.ProtocolError)
+    assert isinstance(result, p.MalformedFrame)
     assert len(str(result)) < 400
 
 
@@ -191,7 +191,7 @@ def test_bad_base64_audio_is_reported_not_raised() -> None:
         '{"type":"audio","audio_event":{"audio_base_64":"!!!","event_id":1}}'
     )
     assert isinstance(event, p.Audio)
-    assert isinstance(event.decode_audio(), p.ProtocolError)
+    assert isinstance(event.decode_audio(), p.MalformedFrame)
 
 
 def test_16_mib_audio_frame_parses() -> None:
@@ -204,9 +204,9 @@ def test_16_mib_audio_frame_parses() -> None:
 
 
 def test_client_side_parser_rejects_bad_audio_chunks() -> None:
-    assert isinstance(p.parse_client_message('{"user_audio_chunk": 5}'), p.ProtocolError)
-    assert isinstance(p.parse_client_message('{"user_audio_chunk": "@@"}'), p.ProtocolError)
-    assert isinstance(p.parse_client_message('{"type": "pong"}'), p.ProtocolError)
+    assert isinstance(p.parse_client_message('{"user_audio_chunk": 5}'), p.MalformedFrame)
+    assert isinstance(p.parse_client_message('{"user_audio_chunk": "@@"}'), p.MalformedFrame)
+    assert isinstance(p.parse_client_message('{"type": "pong"}'), p.MalformedFrame)
 
 
 def test_error_event_describes_itself() -> None:
@@ -235,7 +235,7 @@ def test_parser_never_raises_on_arbitrary_shapes(kind: str, payload: Any, key: s
     payload_key = key or (cls.PAYLOAD if cls is not None and cls.PAYLOAD else "data")
     frame = json.dumps({"type": kind, payload_key: payload})
     result = p.parse_server_message(frame)
-    assert isinstance(result, p.ProtocolError | p.UnknownMessage | p.OpaqueEvent | p.Message)
+    assert isinstance(result, p.MalformedFrame | p.UnknownMessage | p.OpaqueEvent | p.Message)
 
 
 @settings(max_examples=300, deadline=None)

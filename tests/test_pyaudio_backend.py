@@ -14,7 +14,7 @@ import numpy as np
 import pyaudio
 import pytest
 
-from pi_agent.audio.devicelist import (
+from pi_agent.adapters.audio.devicelist import (
     CANDIDATE_RATES,
     DeviceInfo,
     devices_main,
@@ -23,8 +23,8 @@ from pi_agent.audio.devicelist import (
     probe_rates,
     rate_preference,
 )
-from pi_agent.audio.devices import ChunkQueue, Samples
-from pi_agent.audio.pyaudio_backend import (
+from pi_agent.adapters.audio.devices import ChunkQueue, Samples
+from pi_agent.adapters.audio.pyaudio_backend import (
     REOPEN_FIRST_S,
     STREAM_CHECK_S,
     PyAudioMicrophone,
@@ -258,7 +258,7 @@ def test_unplugged_microphone_is_retried_and_reported_once(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    with caplog.at_level(logging.DEBUG, logger="pi_agent.audio.pyaudio_backend"):
+    with caplog.at_level(logging.DEBUG, logger="pi_agent.adapters.audio.pyaudio_backend"):
         run(scenario())
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2  # once when lost, once when back: not once per attempt
@@ -308,7 +308,7 @@ def test_dead_capture_stream_is_reported_once_and_reopened(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    with caplog.at_level(logging.WARNING, logger="pi_agent.audio.pyaudio_backend"):
+    with caplog.at_level(logging.WARNING, logger="pi_agent.adapters.audio.pyaudio_backend"):
         run(scenario())
     messages = [r.getMessage() for r in caplog.records]
     assert re.match(r"^microphone 'mic' \(device \d\) failed: ", messages[0])

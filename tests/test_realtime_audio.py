@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from pi_agent import protocol as p
-from pi_agent.audio.devices import Samples
-from pi_agent.audio.pyaudio_backend import open_pyaudio_devices
-from pi_agent.bench import SPACING_S, bench_main
-from pi_agent.client import Conversation
+from pi_agent.adapters.audio.devices import Samples
+from pi_agent.adapters.audio.pyaudio_backend import open_pyaudio_devices
+from pi_agent.adapters.client import Conversation
+from pi_agent.commands.bench import SPACING_S, bench_main
 from pi_agent.config import Config, default_config
-from pi_agent.session import EndKind, EndReason
+from pi_agent.core import protocol as p
+from pi_agent.core.ending import EndKind, EndReason
 from pi_agent.simulator import (
     Close,
     ConversationRecord,
@@ -37,7 +37,7 @@ from pi_agent.simulator import (
     Wait,
 )
 from pi_agent.simulator.agent import tone
-from pi_agent.talk import audio_options, build_init, build_link
+from pi_agent.wiring import build_conversation
 from tests.helpers import run
 from tests.pulse_bed import PulseBed, Recording, missing_tools
 
@@ -187,14 +187,7 @@ def rt_config(sim: Simulator, **audio: Any) -> Config:
 def conversation(cfg: Config) -> Conversation:
     """A Conversation on real PortAudio devices, created inside the bed."""
     mic, speaker = open_pyaudio_devices(cfg.audio)
-    return Conversation(
-        build_link(cfg),
-        build_init(cfg),
-        mic,
-        speaker,
-        max_duration_s=WAIT_S * 3,
-        audio=audio_options(cfg),
-    )
+    return build_conversation(cfg, mic, speaker, max_duration_s=WAIT_S * 3)
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:

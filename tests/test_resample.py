@@ -1,4 +1,4 @@
-"""Tests for pi_agent.audio.resample: tone fidelity, alias rejection, streaming exactness."""
+"""Tests for pi_agent.core.audio.resample: tone fidelity, alias rejection, streaming exactness."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from pi_agent.audio.resample import Quality, Resampler, resample
+from pi_agent.core.audio.resample import Quality, Resampler, resample
 from pi_agent.errors import AudioFormatError
 
 RATES = [8000, 16000, 22050, 24000, 44100, 48000]

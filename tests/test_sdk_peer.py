@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pi_agent.audio import formats
+from pi_agent.core.audio import formats
 from pi_agent.simulator import SimulatorOptions, SimulatorThread
 
 with warnings.catch_warnings():

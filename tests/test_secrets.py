@@ -19,26 +19,20 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+from pi_agent.adapters.audio.devices import FileSpeaker
+from pi_agent.adapters.audio.wavfile import write_wav
+from pi_agent.adapters.control import request
+from pi_agent.adapters.systemd import Notifier
 from pi_agent.app import Daemon
-from pi_agent.audio.devices import FileSpeaker
-from pi_agent.audio.wavfile import write_wav
-from pi_agent.config import (
-    KEY_FILE_FIX,
-    Secret,
-    check_config_main,
-    default_config,
-    load_config,
-    resolve_api_key,
-)
-from pi_agent.control import request
+from pi_agent.commands.check_config import check_config_main
+from pi_agent.config import KEY_FILE_FIX, Secret, default_config, load_config, resolve_api_key
 from pi_agent.errors import EX_CONFIG, ConfigError
 from pi_agent.simulator import Simulator, SimulatorOptions
-from pi_agent.systemd import Notifier
-from pi_agent.talk import build_link
+from pi_agent.wiring import build_link
 from tests.test_daemon import BLUE, BUTTON, GREEN, RATE, RED, NotifySink, ScriptedMic, tone
 
 KEY = "sk_secrets_test_7f3a9c0e5b1d2468ace"  # a fake API key that must show up nowhere
-CONFIG_LOGGER = "pi_agent.config"
+CONFIG_LOGGER = "pi_agent.config.secrets"
 RUN_TIMEOUT_S = 90
 STATUS_TIMEOUT_S = 30
 SPEECH_S = 1.0

@@ -7,19 +7,19 @@ import json
 
 import numpy as np
 
-from pi_agent import protocol as p
-from pi_agent.audio import formats
-from pi_agent.audio.playback import PlaybackQueue
-from pi_agent.session import (
-    EndKind,
+from pi_agent.core import protocol as p
+from pi_agent.core.audio import formats
+from pi_agent.core.audio.playback import PlaybackQueue
+from pi_agent.core.ending import EndKind
+from pi_agent.core.session import (
     Interrupt,
     Line,
+    MetadataReceived,
     Notice,
     Play,
     Problem,
-    Send,
+    SendFrame,
     Session,
-    Started,
     ToolCall,
 )
 
@@ -27,7 +27,7 @@ from pi_agent.session import (
 def started(out: str = "pcm_16000", inp: str = "pcm_16000") -> Session:
     s = Session()
     actions = s.on_frame(p.encode(p.ConversationInitiationMetadata("c1", out, inp)), 0.0)
-    assert isinstance(actions[0], Started)
+    assert isinstance(actions[0], MetadataReceived)
     return s
 
 
@@ -39,9 +39,9 @@ def audio_frame(samples: np.ndarray, fmt: str, event_id: int) -> str:
 def test_ping_answered_with_same_event_id_first() -> None:
     s = started()
     actions = s.on_frame(p.encode(p.Ping(41, 12)), 1.0)
-    assert actions == [Send('{"type":"pong","event_id":41}')]
+    assert actions == [SendFrame('{"type":"pong","event_id":41}')]
     assert s.rtt_ms == 12.0
-    assert s.on_frame(p.encode(p.Ping(42)), 1.1) == [Send('{"type":"pong","event_id":42}')]
+    assert s.on_frame(p.encode(p.Ping(42)), 1.1) == [SendFrame('{"type":"pong","event_id":42}')]
     assert s.rtt_ms == 12.0  # a ping without ping_ms keeps the last estimate
 
 
@@ -63,7 +63,7 @@ def test_metadata_without_formats_falls_back_to_pcm_16000() -> None:
             "conversation_initiation_metadata_event": {"conversation_id": "c"},
         }
     )
-    assert isinstance(s.on_frame(frame, 0)[0], Started)
+    assert isinstance(s.on_frame(frame, 0)[0], MetadataReceived)
     assert s.output_format is formats.FORMATS["pcm_16000"]
 
 

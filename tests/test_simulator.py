@@ -32,8 +32,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as sync_connect
 
-from pi_agent import protocol
-from pi_agent.audio import formats
+from pi_agent.core import protocol
+from pi_agent.core.audio import formats
 from pi_agent.simulator import (
     Close,
     Echo,
@@ -111,7 +111,7 @@ class Client:
         assert isinstance(frame, str), "the simulator sent a binary frame"
         data: JSON = json.loads(frame)
         parsed = protocol.parse_server_message(frame)
-        assert not isinstance(parsed, protocol.ProtocolError), parsed
+        assert not isinstance(parsed, protocol.MalformedFrame), parsed
         if asyncapi.covered_by_contract(data["type"]):
             asyncapi.validate_server_message(_as_2025(data))
         self.seen.append(data)

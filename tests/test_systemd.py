@@ -18,8 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from pi_agent import systemd as sd
-from pi_agent.systemd import LogContextFilter, Notifier, configure_logging, log_context, log_scope
+from pi_agent.adapters import systemd as sd
+from pi_agent.adapters.systemd import (
+    LogContextFilter,
+    Notifier,
+    configure_logging,
+    log_context,
+    log_scope,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "pi-agent.service"
@@ -156,7 +162,7 @@ def test_a_dead_socket_never_raises_and_is_logged_once(
     via: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = make_notifier(via, str(tmp_path / "nobody-listens"), monkeypatch)
-    with caplog.at_level(logging.DEBUG, logger="pi_agent.systemd"):
+    with caplog.at_level(logging.DEBUG, logger="pi_agent.adapters.systemd"):
         assert every_call(notifier) == [False] * 5
     assert len([r for r in caplog.records if "sd_notify" in r.getMessage()]) == 1
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pi_agent.audio.pyaudio_backend import PyAudioMicrophone, PyAudioSpeaker
-from pi_agent.audio.testaudio import measure, run_test_audio
-from pi_agent.audio.wavfile import read_wav, write_wav
+from pi_agent.adapters.audio.pyaudio_backend import PyAudioMicrophone, PyAudioSpeaker
+from pi_agent.adapters.audio.wavfile import read_wav, write_wav
+from pi_agent.commands.test_audio import measure, run_test_audio
 from tests.alsa_bed import AlsaBed, alsa_bed
 
 RATE = 16000

@@ -14,10 +14,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from pi_agent import protocol as p
-from pi_agent.audio.devices import FileMicrophone, FileSpeaker
-from pi_agent.audio.wavfile import write_wav
-from pi_agent.builtins import (
+from pi_agent.adapters.audio.devices import FileMicrophone, FileSpeaker
+from pi_agent.adapters.audio.wavfile import write_wav
+from pi_agent.adapters.builtins import (
     DeviceHooks,
     LedOverride,
     SpeakerVolume,
@@ -25,15 +24,9 @@ from pi_agent.builtins import (
     device_facts,
     end_when_asked,
 )
-from pi_agent.client import Conversation
-from pi_agent.config import parse_config
-from pi_agent.configtools import BUILTIN_NAMES, CommandTool, ParamSpec, ToolsConfig
-from pi_agent.errors import ConfigError
-from pi_agent.hardware.patterns import COLORS, Pattern
-from pi_agent.link import LinkSettings
-from pi_agent.simulator import Close, Scenario, Send, Simulator, SimulatorOptions, WaitFor
-from pi_agent.simulator.records import ConversationRecord
-from pi_agent.tools import (
+from pi_agent.adapters.client import Conversation
+from pi_agent.adapters.link import LinkSettings
+from pi_agent.adapters.tools import (
     MAX_RUNNING_CALLS,
     McpApprovals,
     ToolError,
@@ -42,6 +35,12 @@ from pi_agent.tools import (
     command_tool,
     run_command,
 )
+from pi_agent.config import BUILTIN_NAMES, CommandTool, ParamSpec, ToolsConfig, parse_config
+from pi_agent.core import protocol as p
+from pi_agent.core.patterns import COLORS, Pattern
+from pi_agent.errors import ConfigError
+from pi_agent.simulator import Close, Scenario, Send, Simulator, SimulatorOptions, WaitFor
+from pi_agent.simulator.records import ConversationRecord
 from tests import asyncapi
 from tests.helpers import run
 
@@ -226,7 +225,7 @@ def test_end_conversation_calls_the_end_hook(tmp_path: Path) -> None:
 
 
 def test_end_when_asked_waits_for_the_goodbye(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pi_agent.builtins.END_GRACE_S", 0.05)
+    monkeypatch.setattr("pi_agent.adapters.builtins.END_GRACE_S", 0.05)
     ended: list[float] = []
 
     async def main() -> None:

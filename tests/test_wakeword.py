@@ -17,14 +17,10 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from pi_agent.app import Daemon
-from pi_agent.audio.capture import CaptureHub, PrerollRing
-from pi_agent.audio.devices import ChunkQueue, FileSpeaker, Samples
-from pi_agent.audio.resample import resample
-from pi_agent.configwake import WakewordConfig
-from pi_agent.control import request
-from pi_agent.errors import EX_CONFIG
-from pi_agent.wakeword import (
+from pi_agent.adapters.audio.capture import CaptureHub
+from pi_agent.adapters.audio.devices import ChunkQueue, FileSpeaker, Samples
+from pi_agent.adapters.control import request
+from pi_agent.adapters.wakeword import (
     INSTALL_HINT,
     Detection,
     WakeWordDetector,
@@ -32,6 +28,11 @@ from pi_agent.wakeword import (
     WakewordUnavailable,
     load_backend,
 )
+from pi_agent.app import Daemon
+from pi_agent.config import WakewordConfig
+from pi_agent.core.audio.preroll import PrerollRing
+from pi_agent.core.audio.resample import resample
+from pi_agent.errors import EX_CONFIG
 from tests.helpers import run
 from tests.test_daemon import Bed, ScriptedMic, daemon_bed, make_config
 

@@ -1,4 +1,4 @@
-"""Tests for pi_agent.audio.wavfile: round trips, conversions, and errors that name the file."""
+"""Tests for pi_agent.adapters.audio.wavfile: round trips, conversions, errors naming the file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from pi_agent.audio.wavfile import WavWriter, read_wav, write_wav
+from pi_agent.adapters.audio.wavfile import WavWriter, read_wav, write_wav
 from pi_agent.errors import AudioError
 
 WAVE_FORMAT_PCM = 1

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from pi_agent import protocol
-from pi_agent.audio import formats, resample
-from pi_agent.audio.formats import AudioFormat
+from pi_agent.core import protocol
+from pi_agent.core.audio import formats, resample
+from pi_agent.core.audio.formats import AudioFormat
 
 Int16Array = npt.NDArray[np.int16]
 

@@ -26,12 +26,12 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from pi_agent import protocol
+from pi_agent.core import protocol
 
 # Close codes of the error types the reference lists (6.1): the protocol module's table.
 ERROR_TYPE_CODES = protocol.ERROR_TYPES
 # The close code for an error type whose code the reference does not give.
-FALLBACK_CLOSE = protocol.CLOSE_INTERNAL
+FALLBACK_CLOSE = protocol.CloseCode.INTERNAL
 # The simulator's message per error type: the reference's wording where it has one.
 ERROR_TEXTS: dict[str, str] = {
     "invalid_message": "The AI agent you are trying to reach does not exist.",

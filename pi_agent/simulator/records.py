@@ -10,18 +10,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pi_agent import protocol
+from pi_agent.core import protocol
 from pi_agent.simulator.agent import AgentTurn
 
 Int16Array = npt.NDArray[np.int16]
-ClientItem = protocol.ClientMessage | protocol.UnknownMessage | protocol.ProtocolError
+ClientItem = protocol.ClientMessage | protocol.UnknownMessage | protocol.MalformedFrame
 
 PROTOCOL_ERROR_TYPE = "protocol_error"  # type name recorded for frames that did not parse
 
 
 def client_type_name(message: ClientItem) -> str:
     """Wire type of a parsed client frame: its `type`, `user_audio_chunk` or `protocol_error`."""
-    if isinstance(message, protocol.ProtocolError):
+    if isinstance(message, protocol.MalformedFrame):
         return PROTOCOL_ERROR_TYPE
     if isinstance(message, protocol.UserAudioChunk):
         return "user_audio_chunk"
@@ -69,7 +69,7 @@ class ConversationRecord:
     init: protocol.ConversationInitiationClientData | None = None
     implicit_init: bool = False  # the client's first message was not the init (Python SDK style)
     received: list[ClientEvent] = field(default_factory=list)
-    protocol_errors: list[protocol.ProtocolError] = field(default_factory=list)
+    protocol_errors: list[protocol.MalformedFrame] = field(default_factory=list)
     unknown_types: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)  # e.g. pongs for pings never sent
     pings: list[PingRecord] = field(default_factory=list)
@@ -108,7 +108,7 @@ class ConversationRecord:
     def add_received(self, event: ClientEvent) -> None:
         """Record a client frame and wake whoever waits on this record."""
         self.received.append(event)
-        if isinstance(event.message, protocol.ProtocolError):
+        if isinstance(event.message, protocol.MalformedFrame):
             self.protocol_errors.append(event.message)
         elif isinstance(event.message, protocol.UnknownMessage):
             self.unknown_types.append(event.type)

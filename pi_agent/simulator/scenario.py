@@ -28,9 +28,9 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
-from pi_agent import protocol
-from pi_agent.audio import formats
-from pi_agent.audio.formats import AudioFormat
+from pi_agent.core import protocol
+from pi_agent.core.audio import formats
+from pi_agent.core.audio.formats import AudioFormat
 from pi_agent.errors import PiAgentError
 from pi_agent.simulator.agent import TONE_LEVEL_DBFS, tone
 
@@ -126,7 +126,7 @@ class SendPing:
 class Close:
     """Close the conversation with this code and reason; ends the scenario."""
 
-    code: int = protocol.CLOSE_NORMAL
+    code: int = protocol.CloseCode.NORMAL
     reason: str = ""
 
 
@@ -379,7 +379,7 @@ def _close(value: object, what: str) -> Step:
     if isinstance(value, int) and not isinstance(value, bool):
         value = {"code": value}
     p = _params(value, what, ("code", "reason"))
-    code = _int(p.get("code", protocol.CLOSE_NORMAL), f"{what} code", 1000, 4999)
+    code = _int(p.get("code", protocol.CloseCode.NORMAL), f"{what} code", 1000, 4999)
     if code not in SENDABLE_CLOSE_CODES:
         raise ScenarioError(f"{what} code {code} is reserved and cannot be sent (RFC 6455 7.4.1)")
     reason = _str(p.get("reason", ""), f"{what} reason")

@@ -23,12 +23,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from pi_agent.audio import formats
+from pi_agent.core.audio import formats
 from pi_agent.simulator import faults
 from pi_agent.simulator.agent import SPEECH_THRESHOLD_DBFS
 from pi_agent.simulator.records import ConversationRecord
 from pi_agent.simulator.scenario import Scenario
-from pi_agent.simulator.session import Session
+from pi_agent.simulator.session import ServerSession
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class Simulator:
         record = ConversationRecord(agent_id=agent_id, query=redact_query(query))
         self.conversations.append(record)
         self._new_conversation.set()
-        session = Session(self.options, ws, record)
+        session = ServerSession(self.options, ws, record)
         try:
             refusal = self._refusal(agent_id, query)
             if refusal is not None:

@@ -15,8 +15,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from pi_agent import protocol
-from pi_agent.audio import formats
+from pi_agent.core import protocol
+from pi_agent.core.audio import formats
 from pi_agent.simulator import faults
 from pi_agent.simulator.agent import EchoAgent, EchoConfig, due_offsets, split_chunks
 from pi_agent.simulator.records import (
@@ -79,7 +79,7 @@ def _allowed(path: str, allowed: frozenset[str]) -> bool:
     return any(path == a or path.startswith(f"{a}.") for a in allowed)
 
 
-class Session:
+class ServerSession:
     """Runs one accepted conversation and records it, with the echo agent or a scenario."""
 
     def __init__(
@@ -106,7 +106,7 @@ class Session:
 
     async def refuse(self, error_type: str, message: str) -> None:
         """Send an `error` event, then close 1008 with the message as reason (reference 6.1)."""
-        code = protocol.CLOSE_POLICY
+        code = protocol.CloseCode.POLICY
         await self.send(protocol.ErrorEvent(code, message, error_type, reason=message))
         await self.close(code, message)
 
@@ -166,7 +166,7 @@ class Session:
             pass
         except Exception:
             log.exception("simulator conversation task failed")
-            await self.close(protocol.CLOSE_INTERNAL, "simulator internal error")
+            await self.close(protocol.CloseCode.INTERNAL, "simulator internal error")
 
     async def _first_message(self) -> tuple[ClientEvent, Int16Array | None] | None:
         """Wait for the init; returns a non-init first message for later dispatch."""
@@ -214,10 +214,10 @@ class Session:
     async def _dispatch(self, event: ClientEvent, samples: Int16Array | None) -> None:
         message = event.message
         agent = self._agent
-        if isinstance(message, protocol.ProtocolError | protocol.UnknownMessage):
+        if isinstance(message, protocol.MalformedFrame | protocol.UnknownMessage):
             what = (
                 str(message)
-                if isinstance(message, protocol.ProtocolError)
+                if isinstance(message, protocol.MalformedFrame)
                 else f"unknown type {event.type!r}"
             )
             log.warning(
@@ -403,7 +403,7 @@ class Session:
         """Record the scenario's failure, then close 1011 with it as the reason."""
         log.warning("conversation %s: %s", self.record.conversation_id, why)
         self.record.scenario_error = why
-        await self.close(protocol.CLOSE_INTERNAL, why)
+        await self.close(protocol.CloseCode.INTERNAL, why)
 
     async def start_echo(self) -> None:
         """Hand the conversation to a new echo agent, greeting first if there is a first message."""

@@ -1,1 +1,0 @@
-"""Pure audio core: protocol formats, codecs, resampling, and WAV file helpers."""

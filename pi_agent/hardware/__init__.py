@@ -1,1 +1,0 @@
-"""GPIO button and status LEDs (gpiozero adapters) and their pure pattern logic."""
