@@ -60,3 +60,17 @@ class AuthError(LinkError):
     """The service refused our credentials; retrying with the same key will not help."""
 
     exit_code = EX_NOPERM
+
+
+# An unexpected exception's text in an end reason, a status line or `status` is cut to this.
+MAX_UNEXPECTED_TEXT = 200
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """`Type: message` of an unexpected exception (the first one inside a group), bounded."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if len(text) > MAX_UNEXPECTED_TEXT:
+        text = text[: MAX_UNEXPECTED_TEXT - 3] + "..."
+    return text

@@ -116,8 +116,10 @@ async def run_talk(
 
     async def watch(c: Conversation) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(until_reply_finished(c, reply_timeout))
-            group.create_task(end_when_asked(end_asked, c.playback_idle, agent_ended))
+            group.create_task(until_reply_finished(c, reply_timeout), name="reply-finished")
+            group.create_task(
+                end_when_asked(end_asked, c.playback_idle, agent_ended), name="end-when-asked"
+            )
 
     reason = explain_end(await conv.run(watch))
     return reason, conv

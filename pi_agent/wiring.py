@@ -15,12 +15,29 @@ from websockets.asyncio.client import connect
 from pi_agent import __version__
 from pi_agent.adapters.audio.devices import Microphone, Speaker
 from pi_agent.adapters.builtins import DeviceHooks, SpeakerVolume, build_registry
-from pi_agent.adapters.client import AudioOptions, Conversation, Listener
+from pi_agent.adapters.client import (
+    DRAIN_LIMIT_S,
+    HANGUP_GRACE_S,
+    METADATA_TIMEOUT_S,
+    AudioOptions,
+    Conversation,
+    Listener,
+)
 from pi_agent.adapters.context import expand_variables, template_values
-from pi_agent.adapters.link import Connector, LinkSettings
+from pi_agent.adapters.link import CLOSE_TIMEOUT_S, Connector, LinkSettings
 from pi_agent.config import Config, resolve_api_key
 from pi_agent.core import protocol as p
-from pi_agent.core.backoff import Backoff, connect_backoff
+from pi_agent.core.backoff import (
+    CONNECT_RETRIES,
+    CONNECT_RETRY_CAP_S,
+    DEFAULT_CAP_S,
+    Backoff,
+    connect_backoff,
+)
+from pi_agent.core.machine import StateBounds
+
+# Added to every state bound: scheduling, a slow Pi, the tick's own resolution.
+BOUND_MARGIN_S = 10.0
 
 
 def build_init(
@@ -144,3 +161,28 @@ def build_conversation(
 def retry_spacing() -> tuple[Backoff, Backoff]:
     """The daemon's back-off between failed conversations, and a connect's quick retries."""
     return Backoff(rng=random.Random()), connect_backoff(random.Random())
+
+
+def state_bounds(cfg: Config) -> StateBounds:
+    """How long each state may last with this configuration before the daemon is wedged.
+
+    Each bound is the sum of the timeouts that end the state, so only a timeout that failed to
+    fire can exceed it: connecting waits out the back-off spacing, then up to 1 + CONNECT_RETRIES
+    attempts (signed-URL call and WebSocket handshake, each `agent.connect_timeout_s`, then the
+    metadata wait) with their retry delays; ending lets queued audio and the end earcon drain,
+    waits out a hang-up grace and closes; a conversation adds `conversation.max_duration_s`.
+    """
+    attempt_s = 2 * cfg.agent.connect_timeout_s + METADATA_TIMEOUT_S
+    connecting = (
+        DEFAULT_CAP_S
+        + (1 + CONNECT_RETRIES) * attempt_s
+        + CONNECT_RETRIES * CONNECT_RETRY_CAP_S
+        + BOUND_MARGIN_S
+    )
+    ending = attempt_s + 2 * DRAIN_LIMIT_S + HANGUP_GRACE_S + CLOSE_TIMEOUT_S + BOUND_MARGIN_S
+    return StateBounds(
+        connecting_s=connecting,
+        ending_s=ending,
+        error_s=cfg.conversation.error_display_s + BOUND_MARGIN_S,
+        conversation_s=connecting + cfg.conversation.max_duration_s + ending,
+    )

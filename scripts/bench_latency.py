@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout: pi_agent and tests/pulse_bed.py
+    sys.path.insert(0, str(REPO))  # run from a checkout: pi_agent and tests/beds/pulse.py
 
 from pi_agent.core import protocol as p  # noqa: E402
 from pi_agent.core.figures import summary  # noqa: E402
@@ -54,7 +54,7 @@ from pi_agent.simulator import (  # noqa: E402
     Wait,
 )
 from pi_agent.simulator.server import SPEAK_RATE  # noqa: E402
-from tests.pulse_bed import PulseBed, Recording, missing_tools  # noqa: E402
+from tests.beds.pulse import PulseBed, Recording, missing_tools  # noqa: E402
 
 Int16 = npt.NDArray[np.int16]
 RATE = 16_000  # the SDK's fixed rate; the sink and pi-agent's default too

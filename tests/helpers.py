@@ -12,14 +12,10 @@ TEST_BOUND_S = 90.0  # a hang fails the test instead of blocking the run; not a 
 
 
 def run(coro: Coroutine[Any, Any, T], timeout_s: float = TEST_BOUND_S) -> T:
-    """Run a test coroutine with a time bound; fail if it leaves tasks running."""
+    """Run a test coroutine with a time bound (the autouse fixture checks for leftover tasks)."""
 
     async def bounded() -> T:
         async with asyncio.timeout(timeout_s):
-            result = await coro
-        await asyncio.sleep(0)  # let tasks finishing right now finish
-        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        assert not leftover, f"tasks left running: {leftover}"
-        return result
+            return await coro
 
     return asyncio.run(bounded())

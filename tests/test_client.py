@@ -38,7 +38,7 @@ from pi_agent.simulator import (
     WaitFor,
 )
 from pi_agent.wiring import build_init
-from tests import asyncapi
+from tests.beds import asyncapi
 from tests.helpers import run
 
 T = TypeVar("T")

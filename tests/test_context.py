@@ -37,9 +37,9 @@ from pi_agent.core.session import Line
 from pi_agent.errors import ConfigError
 from pi_agent.simulator import Close, Scenario, Send, Simulator, SimulatorOptions, Wait, WaitFor
 from pi_agent.wiring import build_conversation, build_init
-from tests import asyncapi
+from tests.beds import asyncapi
+from tests.beds.daemon import daemon_bed
 from tests.helpers import run
-from tests.test_daemon import daemon_bed
 
 NOON = datetime(2025, 6, 1, 12, 30).astimezone()
 VALUES = {

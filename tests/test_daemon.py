@@ -3,179 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-import socket
 import stat
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory, MockPWMPin
 from websockets.asyncio.client import connect
 
-from pi_agent.adapters.audio.devices import ChunkQueue, FileSpeaker, Pacer, Samples
-from pi_agent.adapters.audio.wavfile import write_wav
 from pi_agent.adapters.control import request
-from pi_agent.adapters.systemd import Notifier
-from pi_agent.app import Daemon
-from pi_agent.config import Config
-from pi_agent.simulator import Scenario, SendAudio, Simulator, SimulatorOptions, Wait
+from pi_agent.simulator import Scenario, SendAudio, SimulatorOptions, Wait
+from tests.beds.daemon import RATE, daemon_bed, tone
 from tests.helpers import run
-
-T = TypeVar("T")
-RATE = 16000
-CHUNK = 320
-BUTTON, RED, GREEN, BLUE = 17, 5, 6, 13
-STATE_TIMEOUT_S = 15.0
-POLL_S = 0.02
-
-
-def tone(seconds: float, freq: float = 440.0) -> Samples:
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (np.sin(2 * np.pi * freq * t) * 9000).astype(np.int16)
-
-
-class ScriptedMic:
-    """A live microphone in real time: silence, or what the test makes the user say."""
-
-    sample_rate = RATE
-    chunk_samples = CHUNK
-    finished = False
-
-    def __init__(self) -> None:
-        self._pending = np.zeros(0, dtype=np.int16)
-
-    def say(self, samples: Samples) -> None:
-        self._pending = np.concatenate((self._pending, samples))
-
-    async def run(self, queue: ChunkQueue) -> None:
-        pacer = Pacer(1.0)
-        while True:
-            chunk = np.zeros(CHUNK, dtype=np.int16)
-            take = self._pending[:CHUNK]
-            chunk[: len(take)] = take
-            self._pending = self._pending[len(take) :]
-            queue.put_nowait(chunk)
-            await pacer.wait(CHUNK / RATE)
-
-
-class NotifySink:
-    """A NOTIFY_SOCKET: collects the daemon's sd_notify datagrams."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.setblocking(False)
-        self.messages: list[str] = []
-        self.cursor = 0  # statuses before this index were already waited for
-
-    def drain(self) -> list[str]:
-        while True:
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except BlockingIOError:
-                return self.messages
-
-    def statuses(self) -> list[str]:
-        return [
-            line[len("STATUS=") :]
-            for m in self.drain()
-            for line in m.splitlines()
-            if line.startswith("STATUS=")
-        ]
-
-    async def wait_for(self, prefix: str, timeout_s: float = STATE_TIMEOUT_S) -> None:
-        """Wait for a STATUS= line starting with `prefix`, after the last one waited for."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                statuses = self.statuses()
-                for i in range(self.cursor, len(statuses)):
-                    if statuses[i].startswith(prefix):
-                        self.cursor = i + 1
-                        return
-                await asyncio.sleep(POLL_S)
-
-    async def wait_message(self, text: str, timeout_s: float = STATE_TIMEOUT_S) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not any(text in m for m in self.drain()):  # noqa: ASYNC110 - a socket, polled
-                await asyncio.sleep(POLL_S)
-
-
-@dataclass
-class Bed:
-    daemon: Daemon
-    sim: Simulator
-    mic: ScriptedMic
-    notify: NotifySink
-    pins: MockFactory
-    control: Path
-    config_path: Path
-    task: asyncio.Task[int] = field(init=False)
-
-    def press(self) -> None:
-        self.pins.pin(BUTTON).drive_low()
-
-    def release(self) -> None:
-        self.pins.pin(BUTTON).drive_high()
-
-    def rgb(self) -> tuple[float, float, float]:
-        return tuple(round(float(self.pins.pin(p).state), 2) for p in (RED, GREEN, BLUE))  # type: ignore[return-value]
-
-
-def make_config(tmp_path: Path, server_url: str, **sections: dict[str, Any]) -> tuple[Config, Path]:
-    write_wav(tmp_path / "unused.wav", np.zeros(160, np.int16), RATE)
-    base: dict[str, dict[str, Any]] = {
-        "audio": {"backend": "file", "input_file": str(tmp_path / "unused.wav"), "jitter_ms": 0},
-        "button": {"pin": BUTTON, "bounce_ms": 0, "long_press_s": 1.5},
-        "leds": {"driver": "rgb", "pins": [RED, GREEN, BLUE]},
-        "control": {"socket": str(tmp_path / "control.sock")},
-        "conversation": {"error_display_s": 0.5},
-    }
-    for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
-    lines = ["agent:", "  agent_id: agent_1", f"  server_url: {server_url}"]
-    for name, values in base.items():
-        lines.append(f"{name}:")
-        lines.extend(f"  {k}: {json.dumps(v)}" for k, v in values.items())
-    path = tmp_path / "pi-agent.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    from pi_agent.config import load_config
-
-    return load_config(path), path
-
-
-@contextlib.asynccontextmanager
-async def daemon_bed(
-    tmp_path: Path, sim_options: SimulatorOptions | None = None, **sections: dict[str, Any]
-) -> AsyncIterator[Bed]:
-    async with Simulator(sim_options or SimulatorOptions(ping_interval_s=0.3)) as sim:
-        cfg, path = make_config(tmp_path, sim.url, **sections)
-        mic = ScriptedMic()
-        pins = MockFactory(pin_class=MockPWMPin)
-        notify = NotifySink(tmp_path / "notify.sock")
-        daemon = Daemon(
-            cfg,
-            path,
-            devices=lambda c: (mic, FileSpeaker(None, 1.0)),
-            pin_factory=pins,
-            notifier=Notifier({"NOTIFY_SOCKET": str(notify.path)}),
-        )
-        bed = Bed(daemon, sim, mic, notify, pins, tmp_path / "control.sock", path)
-        bed.task = asyncio.create_task(daemon.run())
-        try:
-            await notify.wait_message("READY=1")
-            yield bed
-        finally:
-            daemon.stop()
-            await asyncio.wait_for(bed.task, 20)
-            notify.sock.close()
 
 
 def test_push_to_talk_conversation_states_leds_and_status(tmp_path: Path) -> None:

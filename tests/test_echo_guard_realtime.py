@@ -8,11 +8,9 @@ import pytest
 
 from pi_agent.core.audio import formats
 from pi_agent.simulator import Close, Scenario, SendAudio, Simulator, SimulatorOptions, Wait
+from tests.beds.pulse import PulseBed
+from tests.beds.realtime import conversation, rt_config
 from tests.helpers import run
-from tests.pulse_bed import PulseBed
-from tests.test_realtime_audio import bed, conversation, rt_config
-
-__all__ = ["bed"]  # the PulseAudio bed fixture, shared with the other real-time tests
 
 TONE_HZ = 1000.0
 TONE_S = 2.0
@@ -20,7 +18,7 @@ HEARD_DBFS = -40.0  # the echo agent's own speech threshold: louder than this is
 
 
 @pytest.mark.parametrize("mode", ["open", "mute", "duck"])
-def test_echo_guard_keeps_the_agent_from_hearing_itself(bed: PulseBed, mode: str) -> None:
+def test_echo_guard_keeps_the_agent_from_hearing_itself(pulse_bed: PulseBed, mode: str) -> None:
     scenario = Scenario(
         (SendAudio(duration_s=TONE_S, tone_hz=TONE_HZ, event_id=1), Wait(TONE_S + 1.0), Close())
     )

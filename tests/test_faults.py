@@ -1,9 +1,9 @@
 """Faults end a conversation with a clear typed reason, and the next conversation still works.
 
-Every fault of `tests.faultnet.FAULTS` runs as a `talk` conversation (file microphone and speaker)
-in this process, then a conversation with a healthy simulator must complete. The daemon part:
-a failure shows the error state and the next wake works; a stuck event loop or dispatcher stops
-the systemd watchdog pings.
+Every fault of `tests.beds.faultnet.FAULTS` runs as a `talk` conversation (file microphone and
+speaker) in this process, then a conversation with a healthy simulator must complete. The daemon
+part: a failure shows the error state and the next wake works; a stuck event loop or dispatcher
+stops the systemd watchdog pings.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ from pi_agent.simulator.scenario import (
     SendError,
     Stall,
 )
-from tests import faultnet, helpers
-from tests.faultnet import (
+from pi_agent.testing import ScriptedMic
+from tests import helpers
+from tests.beds import faultnet
+from tests.beds.daemon import BLUE, GREEN, RED, make_config
+from tests.beds.faultnet import (
     API_KEY,
     FAULTS,
     FAULTS_BY_NAME,
@@ -58,7 +61,6 @@ from tests.faultnet import (
     converse,
     quick_timeouts,
 )
-from tests.test_daemon import BLUE, GREEN, RED, ScriptedMic, make_config
 
 T = TypeVar("T")
 TEST_TIMEOUT_S = 60.0
@@ -473,9 +475,13 @@ def test_stuck_dispatcher_stops_the_watchdog_while_the_loop_runs(
                 await sink.wait_for(lambda: len(sink.watchdog_times()) >= 2)
                 daemon._execute = stuck  # type: ignore[method-assign]
                 await request(bed.control, "wake")
-                stuck_at = time.monotonic()
-                await asyncio.sleep(BLOCK_S)
-                pings_while_stuck = [t for t in sink.watchdog_times() if t > stuck_at + TICK_S]
+                await sink.wait_for(
+                    lambda: any(s.startswith("unhealthy: the dispatcher") for s in sink.statuses())
+                )
+                at = len(sink.messages)
+                checks = daemon.health_checks
+                await sink.wait_for(lambda: daemon.health_checks >= checks + 3)  # three ticks
+                pings_while_stuck = [m for _, m in sink.messages[at:] if "WATCHDOG=1" in m]
                 daemon._execute = original  # type: ignore[method-assign]
                 release.set()
                 released_at = time.monotonic()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_systemd import checkable_copy, needs_analyze, verify_output
+from tests.beds.systemd import checkable_copy, needs_analyze, verify_output
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "install.sh"

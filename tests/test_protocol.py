@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pi_agent.core import protocol as p
-from tests import asyncapi
+from tests.beds import asyncapi
 
 AUDIO_B64 = base64.b64encode(b"\x01\x00\xff\x7f" * 8).decode()
 

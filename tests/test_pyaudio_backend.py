@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,7 +37,7 @@ from pi_agent.adapters.audio.pyaudio_backend import (
 )
 from pi_agent.config import default_config
 from pi_agent.errors import EX_IOERR, EX_OK, AudioError
-from tests.alsa_bed import AlsaBed, alsa_bed
+from tests.beds.alsa import AlsaBed, alsa_bed
 from tests.helpers import run
 
 T = TypeVar("T")
@@ -325,7 +326,7 @@ def test_playback_writes_exactly_the_frame(bed: AlsaBed, volume: float) -> None:
     speaker = PyAudioSpeaker(bed.pa, bed.index("speaker"), volume=volume, chunk_ms=CHUNK_MS)
 
     async def scenario() -> None:
-        assert speaker.device_rate(RATE) == RATE
+        assert await speaker.device_rate(RATE) == RATE
         await speaker.open(RATE)
         await speaker.play(audio)
         await speaker.drain()
@@ -455,7 +456,7 @@ def test_open_pyaudio_devices_end_to_end_terminates_once(bed: AlsaBed) -> None:
         async def scenario() -> None:
             queue = CountingQueue(10)
             capture_task = asyncio.create_task(mic.run(queue))
-            await speaker.open(speaker.device_rate(RATE))
+            await speaker.open(await speaker.device_rate(RATE))
             await speaker.play(audio)
             await queue.enough.wait()
             capture_task.cancel()
@@ -474,7 +475,7 @@ def test_open_pyaudio_devices_end_to_end_terminates_once(bed: AlsaBed) -> None:
         assert np.array_equal(written[written != 0], audio)
 
         async def next_conversation() -> None:
-            await speaker.open(speaker.device_rate(24000))
+            await speaker.open(await speaker.device_rate(24000))
             await speaker.close()
 
         # Used again after closing: PortAudio starts afresh and is shut down again on close.
@@ -497,3 +498,88 @@ def test_open_pyaudio_devices_unknown_device_terminates(bed: AlsaBed) -> None:
     with pytest.raises(AudioError, match="no input device matches 'usb'"):
         open_pyaudio_devices(cfg, factory=factory)
     assert [pa.terminations for pa in created] == [1]
+
+
+# ------------------------------------------------------------------ blocking calls off the loop
+
+
+class SlowStream:
+    """A stream whose close() blocks like an ALSA device being released."""
+
+    def __init__(self, pa: SlowPortAudio) -> None:
+        self.pa = pa
+
+    def is_active(self) -> bool:
+        return True
+
+    def get_time(self) -> float:
+        return 0.0
+
+    def start_stream(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.pa.blocking_call("close")
+
+
+class SlowPortAudio:
+    """A PyAudio stand-in whose opening, probing and closing block until the test lets them go.
+
+    Each blocking call records that it began, then waits on `gate`: if it ran on the event loop,
+    the loop could not record anything else until the gate opened.
+    """
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.events: list[str] = []
+        self.began = threading.Event()
+
+    def blocking_call(self, what: str) -> None:
+        self.events.append(f"{what} began")
+        self.began.set()
+        assert self.gate.wait(TEST_TIMEOUT_S)
+        self.events.append(f"{what} ended")
+
+    def get_device_info_by_index(self, index: int) -> dict[str, Any]:
+        return {"index": index, "name": "slow", "defaultSampleRate": 16000.0}
+
+    def is_format_supported(self, rate: int, **kwargs: Any) -> bool:
+        self.blocking_call("probe")
+        return True
+
+    def open(self, **kwargs: Any) -> SlowStream:
+        self.blocking_call("open")
+        return SlowStream(self)
+
+
+@pytest.mark.parametrize("call", ["probe", "open", "close"])
+def test_slow_portaudio_calls_never_hold_up_the_event_loop(call: str) -> None:
+    pa = SlowPortAudio()
+    speaker = PyAudioSpeaker(pa, 0, chunk_ms=CHUNK_MS)
+
+    async def step() -> None:
+        if call == "probe":
+            await speaker.device_rate(RATE)
+        elif call == "open":
+            await speaker.open(RATE)
+        else:
+            await speaker.close()
+
+    async def scenario() -> None:
+        if call == "close":
+            pa.gate.set()
+            await speaker.open(RATE)
+            pa.gate.clear()
+            pa.began.clear()
+            pa.events.clear()
+        task = asyncio.create_task(step())
+        await asyncio.to_thread(pa.began.wait, TEST_TIMEOUT_S)
+        # The call is blocked in PortAudio; the loop still runs other work meanwhile.
+        await asyncio.sleep(0)
+        pa.events.append("loop ran")
+        pa.gate.set()
+        await task
+        pa.events.append("call returned")
+
+    run(scenario())
+    assert pa.events == [f"{call} began", "loop ran", f"{call} ended", "call returned"]

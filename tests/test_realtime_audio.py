@@ -1,6 +1,6 @@
 """Conversations in real time through PortAudio -> ALSA pulse plugin -> a PulseAudio null sink.
 
-The sink is the speaker and its monitor the microphone (tests/pulse_bed.py, TESTBED.md 2), so a
+The sink is the speaker and its monitor the microphone (tests/beds/pulse.py, TESTBED.md 2), so a
 sound fed into the sink is heard by the client, and whatever the client plays is recorded by the
 bed's reference recorder. The path is bit-exact at 16 kHz, so the tests compare samples; time is
 only used as a generous bound that catches "never happened".
@@ -12,18 +12,16 @@ import asyncio
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
-import pytest
 
 from pi_agent.adapters.audio.devices import Samples
-from pi_agent.adapters.audio.pyaudio_backend import open_pyaudio_devices
 from pi_agent.adapters.client import Conversation
 from pi_agent.commands.bench import SPACING_S, bench_main
-from pi_agent.config import Config, default_config
+from pi_agent.config import default_config
 from pi_agent.core import protocol as p
 from pi_agent.core.ending import EndKind, EndReason
 from pi_agent.simulator import (
@@ -37,16 +35,13 @@ from pi_agent.simulator import (
     Wait,
 )
 from pi_agent.simulator.agent import tone
-from pi_agent.wiring import build_conversation
+from tests.beds.pulse import PulseBed, Recording
+from tests.beds.realtime import RATE, RT_AUDIO, WAIT_S, conversation, rt_config
 from tests.helpers import run
-from tests.pulse_bed import PulseBed, Recording, missing_tools
 
 T = TypeVar("T")
-RATE = 16_000
 # Bound on a whole test: each takes a few seconds of real-time audio; a hang fails, not blocks.
 TEST_TIMEOUT_S = 40.0
-# Bound on any single wait for the simulator or the bed; things normally happen within ~1 s.
-WAIT_S = 10.0
 # How often bounded polls look again: fine against 20 ms audio chunks.
 POLL_S = 0.02
 # Silence before fed audio: covers the first samples a new stream may lose (TESTBED.md 2).
@@ -81,25 +76,6 @@ BENCH_ROUNDS = 3  # bursts in the benchmark check: each costs SPACING_S of real 
 # The pre-roll test: metadata comes this late, so the burst (0.3 s lead, 0.6 s of sound, then
 # QUIET_AFTER_S to know it is over) is captured before audio can flow, with room for a slow start.
 METADATA_DELAY_S = 3.0
-
-
-# The microphone is never gated (these tests feed it while the agent may talk) and earcons are
-# off (they would sound on the monitor like agent audio).
-RT_AUDIO: dict[str, object] = {
-    "backend": "pyaudio",
-    "mic_while_speaking": "open",
-    "earcons": {"wake": False, "end": False, "error": False},
-}
-PULSE_DEBS = "pulseaudio pulseaudio-utils libasound2-plugins"
-
-
-@pytest.fixture
-def bed(tmp_path: Path) -> Iterator[PulseBed]:
-    missing = missing_tools()
-    if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed: apt-get install {PULSE_DEBS}")
-    with PulseBed(tmp_path / "pulse", RATE) as b:
-        yield b
 
 
 def speech_like(seconds: float, level: float = 0.12) -> Samples:
@@ -179,17 +155,6 @@ def best_match(haystack: Samples, needle: Samples) -> tuple[int, float, float]:
     return start, normalized, float(np.dot(segment, n) / np.dot(n, n))
 
 
-def rt_config(sim: Simulator, **audio: Any) -> Config:
-    """pyaudio backend on the bed's default devices, RT_AUDIO plus `audio`."""
-    return default_config("agent_rt", sim.url, audio={**RT_AUDIO, **audio})
-
-
-def conversation(cfg: Config) -> Conversation:
-    """A Conversation on real PortAudio devices, created inside the bed."""
-    mic, speaker = open_pyaudio_devices(cfg.audio)
-    return build_conversation(cfg, mic, speaker, max_duration_s=WAIT_S * 3)
-
-
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Poll a condition that other threads or processes make true; fail after WAIT_S."""
     loop = asyncio.get_running_loop()
@@ -200,11 +165,11 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(POLL_S)
 
 
-async def stop_recording(bed: PulseBed) -> Recording:
+async def stop_recording(pulse_bed: PulseBed) -> Recording:
     """Stop the bed's recorder off the loop and return the recording."""
-    await asyncio.to_thread(bed.stop_recording)
-    assert bed.recording is not None
-    return bed.recording
+    await asyncio.to_thread(pulse_bed.stop_recording)
+    assert pulse_bed.recording is not None
+    return pulse_bed.recording
 
 
 def user_audio_times(record: ConversationRecord) -> list[tuple[float, int]]:
@@ -218,7 +183,7 @@ def user_audio_times(record: ConversationRecord) -> list[tuple[float, int]]:
     return out
 
 
-def test_echo_agent_hears_the_microphone_and_the_reply_plays(bed: PulseBed) -> None:
+def test_echo_agent_hears_the_microphone_and_the_reply_plays(pulse_bed: PulseBed) -> None:
     speech = speech_like(SPEECH_S)
 
     async def main() -> tuple[ConversationRecord, Recording, EndReason]:
@@ -227,8 +192,8 @@ def test_echo_agent_hears_the_microphone_and_the_reply_plays(bed: PulseBed) -> N
 
             async def watch(c: Conversation) -> None:
                 record = await sim.next_conversation(WAIT_S)
-                await asyncio.to_thread(bed.start_recording)
-                bed.feed_samples(padded(speech))
+                await asyncio.to_thread(pulse_bed.start_recording)
+                pulse_bed.feed_samples(padded(speech))
                 await record.wait_until(
                     lambda: (
                         bool(record.agent_turns)
@@ -242,7 +207,7 @@ def test_echo_agent_hears_the_microphone_and_the_reply_plays(bed: PulseBed) -> N
             record = sim.conversations[0]
             await record.wait_ended(WAIT_S)
         await asyncio.sleep(LEAD_S)  # the monitor runs ~10 ms ahead of "played": keep the tail
-        return record, await stop_recording(bed), reason
+        return record, await stop_recording(pulse_bed), reason
 
     record, recording, reason = run(main())
     assert reason.kind is EndKind.COMPLETED, reason
@@ -269,7 +234,7 @@ def test_echo_agent_hears_the_microphone_and_the_reply_plays(bed: PulseBed) -> N
     assert abs(gain - ECHO_TEST_VOLUME) < ECHO_GAIN_TOLERANCE
 
 
-def test_interruption_silences_the_speaker(bed: PulseBed) -> None:
+def test_interruption_silences_the_speaker(pulse_bed: PulseBed) -> None:
     scenario = Scenario(
         (
             SendAudio(duration_s=TONE_S, tone_hz=TONE_HZ, event_id=1),
@@ -283,11 +248,11 @@ def test_interruption_silences_the_speaker(bed: PulseBed) -> None:
     async def main() -> tuple[ConversationRecord, Recording, EndReason]:
         async with Simulator(SimulatorOptions(ping_interval_s=0, scenario=scenario)) as sim:
             conv = conversation(rt_config(sim))
-            await asyncio.to_thread(bed.start_recording)
+            await asyncio.to_thread(pulse_bed.start_recording)
             reason = await conv.run()
             record = sim.conversations[0]
             await record.wait_ended(WAIT_S)
-        return record, await stop_recording(bed), reason
+        return record, await stop_recording(pulse_bed), reason
 
     record, recording, reason = run(main())
     assert reason.kind is EndKind.SERVER_CLOSED or reason.ok, reason
@@ -313,7 +278,9 @@ def test_interruption_silences_the_speaker(bed: PulseBed) -> None:
     assert played.size < full.size - RATE  # at least a second of the tone was dropped
 
 
-def test_audio_captured_before_the_conversation_starts_reaches_the_agent(bed: PulseBed) -> None:
+def test_audio_captured_before_the_conversation_starts_reaches_the_agent(
+    pulse_bed: PulseBed,
+) -> None:
     burst = speech_like(SPEECH_S)
     scenario = Scenario((Wait(WAIT_S),))  # the test ends the conversation
 
@@ -323,17 +290,17 @@ def test_audio_captured_before_the_conversation_starts_reaches_the_agent(bed: Pu
         )
         async with Simulator(options) as sim:
             conv = conversation(rt_config(sim))
-            await asyncio.to_thread(bed.start_recording)
+            await asyncio.to_thread(pulse_bed.start_recording)
             task = asyncio.create_task(conv.run())
             try:
                 # Capture is running once chunks pile up, unsent: no metadata yet, no sender.
                 await until(lambda: conv.capture.qsize() > 0, "the microphone to start")
-                bed.feed_samples(padded(burst))
+                pulse_bed.feed_samples(padded(burst))
                 await until(
-                    lambda: first_sound(bed.snapshot().samples) is not None,
+                    lambda: first_sound(pulse_bed.snapshot().samples) is not None,
                     "the burst on the monitor",
                 )
-                snapshot = bed.snapshot()
+                snapshot = pulse_bed.snapshot()
                 heard_at = snapshot.block_times[-1]
                 heard = first_sound(snapshot.samples)
                 assert heard is not None and matches_fed(heard[1], burst)
@@ -351,7 +318,7 @@ def test_audio_captured_before_the_conversation_starts_reaches_the_agent(bed: Pu
             assert reason.ok, reason
             await record.wait_ended(WAIT_S)
             assert not started_when_heard, "the conversation started before the burst was heard"
-        await stop_recording(bed)
+        await stop_recording(pulse_bed)
         return record, heard_burst, heard_at, user_audio_times(record)[0][0]
 
     record, heard_burst, heard_at, first_chunk_at = run(main())
@@ -362,7 +329,7 @@ def test_audio_captured_before_the_conversation_starts_reaches_the_agent(bed: Pu
     assert find_exact(record.user_audio(), heard_burst) is not None
 
 
-def test_bench_hears_every_burst_through_the_sink(bed: PulseBed, tmp_path: Path) -> None:
+def test_bench_hears_every_burst_through_the_sink(pulse_bed: PulseBed, tmp_path: Path) -> None:
     cfg = default_config("agent_rt", "ws://127.0.0.1:1", audio=RT_AUDIO)  # bench sets the URL
     out = io.StringIO()
     report_path = tmp_path / "bench.json"

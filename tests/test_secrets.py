@@ -28,8 +28,9 @@ from pi_agent.commands.check_config import check_config_main
 from pi_agent.config import KEY_FILE_FIX, Secret, default_config, load_config, resolve_api_key
 from pi_agent.errors import EX_CONFIG, ConfigError
 from pi_agent.simulator import Simulator, SimulatorOptions
+from pi_agent.testing import NotifySink, ScriptedMic
 from pi_agent.wiring import build_link
-from tests.test_daemon import BLUE, BUTTON, GREEN, RATE, RED, NotifySink, ScriptedMic, tone
+from tests.beds.daemon import BLUE, BUTTON, GREEN, RATE, RED, tone
 
 KEY = "sk_secrets_test_7f3a9c0e5b1d2468ace"  # a fake API key that must show up nowhere
 CONFIG_LOGGER = "pi_agent.config.secrets"

@@ -1,7 +1,7 @@
 """The simulator against real websockets clients on 127.0.0.1, plus its pure echo-agent logic.
 
 Every JSON message a client here receives is parsed with the protocol module and, when the 2025
-vendor contract describes its type, validated against it (see tests/asyncapi.py).
+vendor contract describes its type, validated against it (see tests/beds/asyncapi.py).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from pi_agent.simulator import (
 )
 from pi_agent.simulator import agent as echo
 from pi_agent.simulator.server import NOT_AUTHORIZED, UNKNOWN_AGENT, WS_PATH
-from tests import asyncapi
+from tests.beds import asyncapi
 from tests.helpers import run
 
 T = TypeVar("T")

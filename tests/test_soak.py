@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-import soak
+from scripts import soak
 
 FD_SLACK = 2  # a descriptor or two may be cached by the resolver or the event loop
 RSS_SLACK_KIB = 4096  # allocator noise over a short run

@@ -26,20 +26,22 @@ from pi_agent.adapters.systemd import (
     log_context,
     log_scope,
 )
+from tests.beds.systemd import (
+    ANALYZE_TIMEOUT_S,
+    DAEMON_PATH,
+    analyze,
+    checkable_copy,
+    needs_analyze,
+    verify_output,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "pi-agent.service"
-DAEMON_PATH = "/opt/pi-agent/venv/bin/pi-agent"
 RECV_TIMEOUT_S = 2.0  # a datagram to a local socket arrives at once; this only bounds a failure
-ANALYZE_TIMEOUT_S = 30
 SUN_PATH_MAX = 100  # sockaddr_un.sun_path holds 108 bytes; keep a margin
 # The exposure score docs/install.md claims; README.md may claim one too ("exposure score 1.5").
 CLAIMED_EXPOSURE = 1.5
 SECURITY_THRESHOLD = 20  # tenths: CI fails above 2.0 whatever the claims say
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(
-    SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (CI installs `systemd`)"
-)
 
 
 # ------------------------------------------------------------------ notify
@@ -438,6 +440,8 @@ def test_the_unit_says_what_the_daemon_relies_on() -> None:
         "Service.Restart": ["on-failure"],
         "Service.RestartSec": ["5"],
         "Service.RestartPreventExitStatus": ["78"],
+        "Unit.StartLimitIntervalSec": ["600"],
+        "Unit.StartLimitBurst": ["5"],
         "Service.User": ["pi-agent"],
         "Service.Group": ["pi-agent"],
         "Service.SupplementaryGroups": ["audio gpio spi"],
@@ -451,36 +455,6 @@ def test_the_unit_says_what_the_daemon_relies_on() -> None:
     }
     assert {key: unit.get(key) for key in expected} == expected
     assert "char-alsa rw" in unit["Service.DeviceAllow"]
-
-
-def checkable_copy(unit_dir: Path, dest: Path) -> Path:
-    """Copy the unit and drop-ins to `dest`, ExecStart= on an existing binary (verify wants one)."""
-    true_bin = shutil.which("true")
-    assert true_bin is not None
-    dest.mkdir(parents=True, exist_ok=True)
-    for path in unit_dir.glob("pi-agent.service*"):
-        if path.is_dir():
-            shutil.copytree(path, dest / path.name, dirs_exist_ok=True)
-        else:
-            (dest / path.name).write_text(path.read_text().replace(DAEMON_PATH, true_bin))
-    return dest / "pi-agent.service"
-
-
-def analyze(*args: str) -> subprocess.CompletedProcess[str]:
-    assert SYSTEMD_ANALYZE is not None
-    return subprocess.run(
-        [SYSTEMD_ANALYZE, *args],
-        capture_output=True,
-        text=True,
-        timeout=ANALYZE_TIMEOUT_S,
-        check=False,
-    )
-
-
-def verify_output(unit: Path) -> str:
-    """Everything `systemd-analyze verify` says: it exits 0 on warnings, so any output fails."""
-    result = analyze("verify", str(unit))
-    return f"exit {result.returncode}\n{result.stdout}{result.stderr}"
 
 
 @needs_analyze

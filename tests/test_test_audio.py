@@ -15,7 +15,7 @@ import pytest
 from pi_agent.adapters.audio.pyaudio_backend import PyAudioMicrophone, PyAudioSpeaker
 from pi_agent.adapters.audio.wavfile import read_wav, write_wav
 from pi_agent.commands.test_audio import measure, run_test_audio
-from tests.alsa_bed import AlsaBed, alsa_bed
+from tests.beds.alsa import AlsaBed, alsa_bed
 
 RATE = 16000
 

@@ -18,13 +18,13 @@ from pi_agent.adapters.audio.devices import FileMicrophone, FileSpeaker
 from pi_agent.adapters.audio.wavfile import write_wav
 from pi_agent.adapters.builtins import (
     DeviceHooks,
-    LedOverride,
     SpeakerVolume,
     build_registry,
     device_facts,
     end_when_asked,
 )
 from pi_agent.adapters.client import Conversation
+from pi_agent.adapters.hardware.leds import LedController
 from pi_agent.adapters.link import LinkSettings
 from pi_agent.adapters.tools import (
     MAX_RUNNING_CALLS,
@@ -37,11 +37,12 @@ from pi_agent.adapters.tools import (
 )
 from pi_agent.config import BUILTIN_NAMES, CommandTool, ParamSpec, ToolsConfig, parse_config
 from pi_agent.core import protocol as p
-from pi_agent.core.patterns import COLORS, Pattern
+from pi_agent.core.patterns import COLORS, FAST_BLINK_PERIOD_S, Pattern
+from pi_agent.core.states import State
 from pi_agent.errors import ConfigError
 from pi_agent.simulator import Close, Scenario, Send, Simulator, SimulatorOptions, WaitFor
 from pi_agent.simulator.records import ConversationRecord
-from tests import asyncapi
+from tests.beds import asyncapi
 from tests.helpers import run
 
 T = TypeVar("T")
@@ -272,48 +273,49 @@ def test_switched_off_builtins_are_unknown(tmp_path: Path) -> None:
     assert error and "unknown client tool 'device_info'" in text and "get_time" in text
 
 
+class RecordingDriver:
+    """A LedDriver that records each frame written."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, tuple[float, float, float]]] = []
+
+    def set_level(self, level: float, color: tuple[float, float, float]) -> None:
+        self.frames.append((level, color))
+
+    def close(self) -> None:
+        pass
+
+
 def test_led_override_replaces_and_restores_the_state_pattern() -> None:
-    frames: list[tuple[float, tuple[float, float, float]]] = []
-
-    class Driver:
-        def set_level(self, level: float, color: tuple[float, float, float]) -> None:
-            frames.append((level, color))
-
-        def close(self) -> None:
-            pass
-
-    leds = LedOverride(Driver(), clock=lambda: 0.0)
-    leds.set_level(1.0, COLORS["blue"])
+    driver = RecordingDriver()
+    patterns = {
+        State.IDLE: Pattern("on", COLORS["blue"]),
+        State.LISTENING: Pattern("on", COLORS["green"]),
+    }
+    leds = LedController(driver, patterns, clock=lambda: 0.0)
+    leds.show(State.IDLE)
     leds.override(Pattern("on", COLORS["red"]))
-    leds.set_level(1.0, COLORS["green"])  # a state change while overridden: remembered only
+    leds.show(State.LISTENING)  # a state change while overridden: remembered, not shown
+    assert leds.shown == Pattern("on", COLORS["red"])
     leds.override(None)
-    assert frames == [(1.0, COLORS["blue"]), (1.0, COLORS["red"]), (1.0, COLORS["green"])]
+    assert driver.frames == [(1.0, COLORS["blue"]), (1.0, COLORS["red"]), (1.0, COLORS["green"])]
     leds.override(Pattern("on", COLORS["red"]))
-    leds.set_level(0.0, (0.0, 0.0, 0.0))  # the controller's "off" at shutdown
-    leds.close()
-    assert frames[-1] == (0.0, (0.0, 0.0, 0.0))
+    leds.close()  # off at shutdown, whatever was overridden
+    assert driver.frames[-1] == (0.0, (0.0, 0.0, 0.0))
 
 
-def test_led_override_animates_on_its_own() -> None:
-    frames: list[float] = []
-
-    class Driver:
-        def set_level(self, level: float, color: tuple[float, float, float]) -> None:
-            frames.append(level)
-
-        def close(self) -> None:
-            pass
-
-    async def main() -> None:
-        leds = LedOverride(Driver())
-        task = asyncio.create_task(leds.run())
-        leds.override(Pattern("fast-blink", COLORS["red"]))
-        await asyncio.sleep(0.6)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    run(main())
-    assert len(frames) > 5 and {0.0, 1.0} <= set(frames)
+def test_led_override_animates_as_the_clock_steps() -> None:
+    driver = RecordingDriver()
+    now = [100.0]
+    leds = LedController(driver, {State.IDLE: Pattern("on", COLORS["blue"])}, clock=lambda: now[0])
+    leds.show(State.IDLE)
+    leds.override(Pattern("fast-blink", COLORS["red"]))
+    assert leds.shown.animated
+    for _ in range(4):  # quarter periods of the fast blink: on, off, off, on again
+        now[0] += FAST_BLINK_PERIOD_S / 4
+        leds.render()
+    assert [level for level, _ in driver.frames[1:]] == [1.0, 1.0, 0.0, 0.0, 1.0]
+    assert {color for _, color in driver.frames[1:]} == {COLORS["red"]}
 
 
 # ---------------------------------------------------------------------------- command tools

@@ -33,12 +33,10 @@ from pi_agent.config import WakewordConfig
 from pi_agent.core.audio.preroll import PrerollRing
 from pi_agent.core.audio.resample import resample
 from pi_agent.errors import EX_CONFIG
+from pi_agent.testing import ScriptedMic
+from scripts import wakeword_eval as corpus
+from tests.beds.daemon import Bed, daemon_bed, make_config
 from tests.helpers import run
-from tests.test_daemon import Bed, ScriptedMic, daemon_bed, make_config
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-
-import wakeword_eval as corpus
 
 RATE = 16000
 CHUNK = 320  # 20 ms

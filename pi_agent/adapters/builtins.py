@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,10 +19,9 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from pi_agent import __version__
-from pi_agent.adapters.hardware.leds import FRAME_INTERVAL_S, OFF, LedDriver, SpinningLeds
 from pi_agent.adapters.tools import Tool, ToolError, ToolRegistry, command_tool
 from pi_agent.config import ParamSpec, ToolsConfig
-from pi_agent.core.patterns import SPIN_PERIOD_S, Color, Pattern, parse_pattern
+from pi_agent.core.patterns import Pattern, parse_pattern
 
 log = logging.getLogger(__name__)
 
@@ -192,82 +190,3 @@ async def end_when_asked(
     await asyncio.sleep(END_GRACE_S)
     await playback_idle.wait()
     end()
-
-
-class LedOverride:
-    """A LedDriver wrapper: while a tool's pattern is set, it is shown instead of the state's.
-
-    `run()` animates the override at the controller's frame rate; the state pattern written
-    meanwhile is remembered and comes back when the override is cleared.
-    """
-
-    def __init__(self, driver: LedDriver, clock: Callable[[], float] = time.monotonic) -> None:
-        self._driver = driver
-        self._clock = clock
-        self._pattern: Pattern | None = None
-        self._since = 0.0
-        self._last: tuple[float, Color] = (0.0, OFF)
-        self._changed = asyncio.Event()
-
-    @property
-    def pattern(self) -> Pattern | None:
-        """The override shown, or None."""
-        return self._pattern
-
-    def override(self, pattern: Pattern | None) -> None:
-        """Show `pattern` from now on, or (None) the state's pattern again; on the loop thread."""
-        if pattern == self._pattern:
-            return
-        self._pattern, self._since = pattern, self._clock()
-        self._render()
-        self._changed.set()
-
-    def set_level(self, level: float, color: Color) -> None:
-        """The controller's frame: shown unless an override is set."""
-        self._last = (level, color)
-        if self._pattern is None:
-            self._driver.set_level(level, color)
-
-    def set_spin(self, phase: float, color: Color) -> None:
-        """The controller's spin frame (a plain driver shows the colour steadily)."""
-        self._last = (1.0, color)
-        if self._pattern is None:
-            self._spin(phase, color)
-
-    def close(self) -> None:
-        """Show the controller's last frame (its 'off' at shutdown), then close the driver."""
-        self._pattern = None
-        self._render()
-        self._driver.close()
-
-    async def run(self) -> None:
-        """Animate a blinking, pulsing or spinning override; idle otherwise."""
-        while True:
-            self._changed.clear()
-            if self._pattern is None or not self._pattern.animated:
-                await self._changed.wait()
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(FRAME_INTERVAL_S):
-                    await self._changed.wait()
-            if not self._changed.is_set():
-                self._render()
-
-    def _spin(self, phase: float, color: Color) -> None:
-        if isinstance(self._driver, SpinningLeds):
-            self._driver.set_spin(phase, color)
-        else:
-            self._driver.set_level(1.0, color)
-
-    def _render(self) -> None:
-        pattern = self._pattern
-        try:
-            if pattern is None:
-                self._driver.set_level(*self._last)
-            elif pattern.kind == "spin":
-                turns = (self._clock() - self._since) / SPIN_PERIOD_S
-                self._spin(turns % 1.0, pattern.color)
-            else:
-                self._driver.set_level(pattern.level(self._clock() - self._since), pattern.color)
-        except Exception:  # a failed LED write must not fail the tool or the daemon
-            log.warning("LED write failed", exc_info=True)

@@ -41,7 +41,7 @@ from pi_agent.core.session import (
     Session,
     ToolCall,
 )
-from pi_agent.errors import AuthError, LinkError
+from pi_agent.errors import AudioError, AuthError, LinkError, describe_unexpected
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ DRAIN_LIMIT_S = 30.0
 # After the agent hangs up (end_call), audio still in flight may follow; wait this long
 # for the server to close before closing ourselves.
 HANGUP_GRACE_S = 3.0
+# Tasks whose OSError is the sound card's: the conversation ends as `device`, not `internal`.
+DEVICE_TASKS = frozenset({"microphone", "playback"})
 # Repeated protocol problems are logged this many times, then counted quietly.
 PROBLEM_LOG_LIMIT = 5
 # Close reason the vendor JS client uses when the user ends the conversation (reference 1.7).
@@ -183,7 +185,7 @@ class Conversation:
         self._audio_ready = asyncio.Event()
         self._out_resampler: Resampler | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
-        self._device_error: BaseException | None = None
+        self._failure: tuple[str, BaseException] | None = None  # the first task that raised
         self._last_audio_id: int | None = None
         self._earcon_samples = 0  # samples of an earcon still to play (not agent speech)
 
@@ -238,8 +240,8 @@ class Conversation:
         """Hold the whole conversation; `watch` runs beside it and may call `end()`."""
         loop = asyncio.get_running_loop()
         self.timeline.start = loop.time()
-        capture_task = asyncio.create_task(self.mic.run(self.capture), name="capture")
-        capture_task.add_done_callback(self._device_task_done)
+        capture_task = asyncio.create_task(self.mic.run(self.capture), name="microphone")
+        capture_task.add_done_callback(self._task_done)
         try:
             try:
                 self._ws = await open_link(self.link, connector=self.connector)
@@ -261,15 +263,27 @@ class Conversation:
 
     # ------------------------------------------------------------------ internals
 
-    def _device_task_done(self, task: asyncio.Task[None]) -> None:
-        """A microphone or speaker task that fails ends the conversation with its reason."""
-        if task.cancelled() or task.exception() is None:
-            return
-        exc = task.exception()
-        if self._device_error is None:
-            self._device_error = exc
-            log.error("%s failed: %s", task.get_name(), exc)
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A task of this conversation that raises ends it; the first failure gives the reason."""
+        exc = None if task.cancelled() else task.exception()
+        if exc is None or isinstance(exc, ConnectionClosed):
+            return  # the link ended: its close code tells why, read by the receiver
+        if self._failure is None:
+            self._failure = (task.get_name(), exc)
+            if isinstance(exc, OSError) and task.get_name() in DEVICE_TASKS:
+                log.error("%s failed: %s", task.get_name(), exc)
+            else:
+                log.error("task %s of the conversation failed", task.get_name(), exc_info=exc)
         self._end_requested.set()
+
+    def _failure_reason(self) -> EndReason | None:
+        """The end a failed task gives: `device` for a sound card's error, else `internal`."""
+        if self._failure is None:
+            return None
+        name, exc = self._failure
+        if isinstance(exc, OSError) and name in DEVICE_TASKS:
+            return EndReason(EndKind.DEVICE, str(exc))
+        return EndReason(EndKind.INTERNAL, f"task {name} failed: {describe_unexpected(exc)}")
 
     def _finish(self, reason: EndReason) -> EndReason:
         self.timeline.ended = asyncio.get_running_loop().time()
@@ -281,8 +295,16 @@ class Conversation:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(p.encode(self.init))
         tasks: list[asyncio.Task[None]] = []
-        receiver = asyncio.create_task(self._receive(ws), name="receive")
-        started = asyncio.create_task(self._started.wait(), name="wait-metadata")
+        waits: list[asyncio.Task[Any]] = []  # what the waits below wait on, stopped in the end
+
+        def start(coro: Coroutine[Any, Any, Any], name: str, into: list[Any]) -> asyncio.Task[Any]:
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(self._task_done)
+            into.append(task)
+            return task
+
+        receiver = start(self._receive(ws), "receive", waits)
+        started = start(self._started.wait(), "wait-metadata", waits)
         try:
             try:
                 async with asyncio.timeout(METADATA_TIMEOUT_S):
@@ -293,21 +315,23 @@ class Conversation:
                     "the server sent no conversation_initiation_metadata within "
                     f"{METADATA_TIMEOUT_S:.0f} s",
                 )
-            if receiver.done():
-                return self._closed_reason(ws)
-            tasks.append(asyncio.create_task(self._send_audio(ws), name="uplink"))
-            player = asyncio.create_task(self._play(), name="playback")
-            player.add_done_callback(self._device_task_done)
-            tasks.append(player)
+            if self._failure is not None or receiver.done():
+                return self._failure_reason() or self._closed_reason(ws)
+            uplink = start(self._send_audio(ws), "uplink", tasks)
+            start(self._play(), "playback", tasks)
             if watch is not None:
-                tasks.append(asyncio.create_task(watch(self), name="watch"))
-            limit = asyncio.create_task(asyncio.sleep(self.max_duration_s), name="time-limit")
-            ender = asyncio.create_task(self._end_requested.wait(), name="end-request")
+                start(watch(self), "watch", tasks)
+            limit = start(asyncio.sleep(self.max_duration_s), "time-limit", waits)
+            ender = start(self._end_requested.wait(), "end-request", waits)
             done, _ = await asyncio.wait(
                 [receiver, limit, ender], return_when=asyncio.FIRST_COMPLETED
             )
             limit.cancel()
             ender.cancel()
+            failed = self._failure_reason()
+            if failed is not None:
+                await self._earcon("error")
+                return failed
             if receiver in done:
                 # The server closed. After a normal close or a hang-up, let the reply finish.
                 reason = self._closed_reason(ws)
@@ -320,26 +344,23 @@ class Conversation:
                     EndKind.TIME_LIMIT,
                     f"the conversation reached its {self.max_duration_s:g} s limit",
                 )
-            if self._device_error is not None:
-                return EndReason(EndKind.DEVICE, str(self._device_error))
             reason = self._end or EndReason(EndKind.LOCAL, "ended on request")
-            await self._stop_task(tasks[0])  # uplink: the user's turn is over
+            await self._stop_task(uplink)  # the user's turn is over
             await self._drain_playback()
             await ws.close(p.CloseCode.NORMAL, USER_CLOSE_REASON)
             await self._earcon("end" if reason.ok else "error")
             return reason
         finally:
-            started.cancel()
-            for task in [*tasks, receiver]:
+            for task in [*tasks, *waits]:
                 await self._stop_task(task)
 
-    @staticmethod
-    async def _stop_task(task: asyncio.Task[None]) -> None:
+    async def _stop_task(self, task: asyncio.Task[Any]) -> None:
         """Cancel a helper task and wait for it; our own cancellation still propagates."""
         task.cancel()
         await asyncio.wait([task])
         exc = None if task.cancelled() else task.exception()
-        if exc is not None and not isinstance(exc, ConnectionClosed):  # link ending: expected
+        already = self._failure is not None and self._failure[1] is exc
+        if exc is not None and not already and not isinstance(exc, ConnectionClosed):
             log.error("task %s failed: %r", task.get_name(), exc)
 
     def _closed_reason(self, ws: ClientConnection) -> EndReason:
@@ -369,6 +390,8 @@ class Conversation:
                 await self.speaker.drain()
         except TimeoutError:
             log.warning("playback did not finish within %.0f s; cutting it off", DRAIN_LIMIT_S)
+        except AudioError as exc:  # the conversation is ending anyway: its reason stands
+            log.warning("the speaker failed while the last audio played: %s", exc)
 
     async def _earcon(self, kind: str) -> None:
         """Play an earcon now (after the agent's audio), if enabled and the speaker is open."""
@@ -415,6 +438,7 @@ class Conversation:
         task = asyncio.create_task(close_after_grace(), name="hangup-grace")
         self._tool_tasks.add(task)
         task.add_done_callback(self._tool_tasks.discard)
+        task.add_done_callback(self._task_done)
 
     async def _act(self, action: Action) -> None:
         loop = asyncio.get_running_loop()
@@ -431,6 +455,7 @@ class Conversation:
                 task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.tool_name}")
                 self._tool_tasks.add(task)
                 task.add_done_callback(self._tool_tasks.discard)
+                task.add_done_callback(self._task_done)
             case Notice(event=p.McpToolCall() as mcp):
                 answer = self._mcp.answer(mcp)  # MCP approval: fails closed, once per id (2.9)
                 if answer is not None:
@@ -448,7 +473,7 @@ class Conversation:
             self.listener(action)
 
     async def _start_audio(self, started: MetadataReceived) -> None:
-        rate = self.speaker.device_rate(started.output_format.sample_rate)
+        rate = await self.speaker.device_rate(started.output_format.sample_rate)
         await self.speaker.open(rate)
         self.playback = PlaybackQueue(
             max(1, rate * PLAYBACK_FRAME_MS // 1000),

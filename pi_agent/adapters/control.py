@@ -156,7 +156,12 @@ class ControlServer:
                 self.rejected += 1
                 await self._reply(writer, {"ok": False, "error": str(exc)})
                 return
-            await self._reply(writer, await self.handler(cmd, text))
+            try:
+                reply = await self.handler(cmd, text)
+            except Exception as exc:  # a bug in one request must not go unanswered or spread
+                log.error("control request %r failed", cmd, exc_info=exc)
+                reply = {"ok": False, "error": f"internal error: {type(exc).__name__}"}
+            await self._reply(writer, reply)
         except ConnectionError:
             pass
         finally:

@@ -108,7 +108,7 @@ async def record(mic: Microphone, seconds: float) -> Samples:
 
 async def play(speaker: Speaker, samples: Samples, rate: int, frame_ms: int = 20) -> None:
     """Play `samples` (at `rate`) on `speaker`, resampling to a rate it accepts."""
-    device_rate = speaker.device_rate(rate)
+    device_rate = await speaker.device_rate(rate)
     await speaker.open(device_rate)
     try:
         if device_rate != rate:

@@ -173,6 +173,21 @@ LIVE = frozenset({State.LISTENING, State.USER_SPEAKING, State.THINKING, State.AG
 
 
 @dataclass(frozen=True, slots=True)
+class StateBounds:
+    """How long a state may last before the daemon counts as wedged, in seconds.
+
+    Derived from the configuration (`pi_agent.wiring.state_bounds`): each is the longest the
+    adapters' own timeouts allow, plus a margin. A state that outlives its bound means a timeout
+    did not fire; the watchdog stops being fed.
+    """
+
+    connecting_s: float
+    ending_s: float
+    error_s: float
+    conversation_s: float  # from the trigger to the end, whatever the states in between
+
+
+@dataclass(frozen=True, slots=True)
 class MachineConfig:
     """What the machine needs from the configuration."""
 
@@ -197,6 +212,8 @@ class Machine:
     last_end: EndReason | None = None
     mic_live: bool = False
     button_held: bool = False
+    entered_at: float = 0.0  # when the current state began
+    conversation_since: float | None = None  # when the running conversation was triggered
     violations: list[str] = field(default_factory=list)
 
     def handle(self, event: Event, now: float) -> list[Command]:
@@ -212,7 +229,29 @@ class Machine:
         if entry == IGNORE:
             return []
         assert callable(entry)
-        return entry(self, event, now)
+        before = self.state
+        commands = entry(self, event, now)
+        if self.state != before:
+            self.entered_at = now
+        return commands
+
+    def overdue(self, now: float, bounds: StateBounds) -> str | None:
+        """Why the machine has outlived a bound at `now` (a wedge), or None."""
+        limit = {
+            State.CONNECTING: bounds.connecting_s,
+            State.ENDING: bounds.ending_s,
+            State.ERROR: bounds.error_s,
+        }.get(self.state)
+        lasted = now - self.entered_at
+        if limit is not None and lasted > limit:
+            return f"{self.state.value} for {lasted:.0f} s, over its bound of {limit:.0f} s"
+        since = self.conversation_since
+        if since is not None and now - since > bounds.conversation_s:
+            return (
+                f"a conversation running for {now - since:.0f} s, over its bound of "
+                f"{bounds.conversation_s:.0f} s"
+            )
+        return None
 
     def _go(self, new: State, why: str) -> list[Command]:
         old, self.state = self.state, new
@@ -229,6 +268,7 @@ class Machine:
     def start(self, event: Event, now: float) -> list[Command]:
         self.last_activity = now
         self.conversation_id = None
+        self.conversation_since = now
         hands_free = not isinstance(event, Press) or self.config.mode == "toggle"
         self.mic_live = hands_free or self.button_held
         why = event.source if isinstance(event, Wake) else "button"
@@ -301,6 +341,7 @@ class Machine:
         self.last_end = event.reason
         self.mic_live = False
         self.conversation_id = None
+        self.conversation_since = None
         if not event.reason.policy.shows_error:
             return self._go(State.IDLE, str(event.reason))
         self.error_since = now

@@ -74,7 +74,7 @@ class Microphone(Protocol):
 class Speaker(Protocol):
     """A playback sink for int16 mono frames."""
 
-    def device_rate(self, stream_rate: int) -> int:
+    async def device_rate(self, stream_rate: int) -> int:
         """The rate frames must have, given the agent's output rate."""
         ...
 
@@ -171,7 +171,7 @@ class FileSpeaker:
         self.frames_played = 0
         self.samples_played = 0
 
-    def device_rate(self, stream_rate: int) -> int:
+    async def device_rate(self, stream_rate: int) -> int:
         return stream_rate  # the output WAV's header carries the agent's own rate
 
     async def open(self, sample_rate: int) -> None:

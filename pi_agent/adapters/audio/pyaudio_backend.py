@@ -4,18 +4,21 @@ PortAudio calls our callbacks on its own thread. Capture copies each buffer and 
 loop with `call_soon_threadsafe` (never touching the network); playback pulls frames from a short
 locked FIFO that the loop fills, padding with silence when it runs dry. Both streams are mono
 int16 in native byte order (PortAudio's paInt16). One PyAudio instance serves both devices and is
-terminated once neither uses it.
+terminated once neither uses it. Opening, probing and closing streams block (ALSA opens the
+device), so they run on one PortAudio thread, never on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -38,6 +41,7 @@ from pi_agent.errors import AudioError
 __all__ = ["PortAudioHost", "PyAudioMicrophone", "PyAudioSpeaker", "SampleFifo"]
 __all__ += ["find_device", "open_pyaudio_devices", "pick_rate"]
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Playback FIFO depth in chunk periods: one period rides out a late loop turn, and a barge-in
 # flush can only leave PortAudio's own buffer (its reported latency) to be heard.
@@ -66,6 +70,29 @@ class PortAudioHost:
         self._pa = pa
         self._users = 0
         self.owned = factory is not None  # borrowed instances are never terminated here
+        # Every blocking PortAudio call (opening, probing, closing a stream) runs on this one
+        # thread: the event loop never waits on a sound card, and PortAudio sees one caller.
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="portaudio")
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` on the PortAudio thread; the loop goes on meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, functools.partial(fn, *args, **kwargs))
+
+    async def open_stream(self, pa: Any, **kwargs: Any) -> Any:
+        """`pa.open(**kwargs)` on the PortAudio thread; a stream that opens after the caller
+        was cancelled is closed there too, so no device stays held."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._worker, functools.partial(pa.open, **kwargs))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(self._close_late)
+            raise
+
+    def _close_late(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._worker.submit(_close_stream, future.result())
 
     @classmethod
     def borrowing(cls, pa: Any) -> PortAudioHost:
@@ -117,9 +144,9 @@ def _check_alive(stream: Any, what: str) -> None:
 
 
 def _close_stream(stream: Any) -> None:
-    # Pa_CloseStream discards what is still buffered (no blocking drain); it is called on the
-    # loop thread so that cancellation cannot skip it. A stream already closed by a terminated
-    # PyAudio instance raises nothing here.
+    # Pa_CloseStream discards what is still buffered (no blocking drain). It runs on the
+    # PortAudio thread once submitted, so a cancellation of the waiting task cannot skip it.
+    # A stream already closed by a terminated PyAudio instance raises nothing here.
     with contextlib.suppress(OSError):
         stream.close()
 
@@ -197,7 +224,8 @@ class PyAudioMicrophone:
         try:
             what = f"microphone {device_label(pa, self.device)}"
             try:
-                stream = pa.open(
+                stream = await self._host.open_stream(
+                    pa,
                     format=pyaudio.paInt16,
                     channels=self.channels,
                     rate=self.sample_rate,
@@ -205,6 +233,7 @@ class PyAudioMicrophone:
                     input_device_index=self.device,
                     frames_per_buffer=self.chunk_samples,
                     stream_callback=on_audio,
+                    start=False,  # started below, once `opened` tells the device is back
                 )
             except OSError as exc:
                 raise AudioError(
@@ -212,11 +241,17 @@ class PyAudioMicrophone:
                 ) from exc
             opened.set()
             try:
+                try:
+                    await self._host.call(stream.start_stream)
+                except OSError as exc:
+                    raise AudioError(
+                        f"cannot start {what}: {describe_portaudio_error(exc)}"
+                    ) from exc
                 while True:
                     _check_alive(stream, what)
                     await asyncio.sleep(STREAM_CHECK_S)
             finally:
-                _close_stream(stream)
+                await self._host.call(_close_stream, stream)
         finally:
             self._host.release()
 
@@ -301,11 +336,13 @@ class PyAudioSpeaker:
         """Samples in the FIFO, not yet handed to PortAudio."""
         return self._fifo.queued
 
-    def device_rate(self, stream_rate: int) -> int:
+    async def device_rate(self, stream_rate: int) -> int:
         """The device rate closest to the agent's `stream_rate` that PortAudio accepts."""
         if stream_rate not in self._rates:  # asked once: probing opens the device on ALSA
             pa = self._host.instance()
-            self._rates[stream_rate] = pick_rate(pa, self.device, input=False, want=stream_rate)
+            self._rates[stream_rate] = await self._host.call(
+                pick_rate, pa, self.device, input=False, want=stream_rate
+            )
         return self._rates[stream_rate]
 
     async def open(self, sample_rate: int) -> None:
@@ -339,7 +376,8 @@ class PyAudioSpeaker:
             return out, cont
 
         try:
-            self._stream = pa.open(
+            self._stream = await self._host.open_stream(
+                pa,
                 format=pyaudio.paInt16,
                 channels=1,
                 rate=sample_rate,
@@ -409,7 +447,7 @@ class PyAudioSpeaker:
         self._fifo.clear()
         self._wake.set()  # a play() or drain() still waiting returns now
         if stream is not None:
-            _close_stream(stream)
+            await self._host.call(_close_stream, stream)
         if self._acquired:
             self._acquired = False
             self._host.release()

@@ -221,7 +221,11 @@ def make_leds(cfg: LedsConfig, pin_factory: Any | None) -> LedDriver:
 
 
 class LedController:
-    """Shows the pattern of the latest state; `run()` animates blinking, pulsing and spinning."""
+    """Shows the pattern of the latest state, or an override (the set_led tool) over it.
+
+    `run()` is the one animation task: it renders blinking, pulsing and spinning frames of
+    whichever pattern is shown; `render()` writes the frame for the clock's now.
+    """
 
     def __init__(
         self,
@@ -235,14 +239,21 @@ class LedController:
         self._clock = clock
         self._pattern = OFF_PATTERN
         self._started = clock()
+        self._override: Pattern | None = None
+        self._override_started = 0.0
         self._changed = asyncio.Event()
         self._closed = False
         self._failing = False
 
     @property
     def pattern(self) -> Pattern:
-        """The pattern being shown."""
+        """The pattern of the latest state (an override may be shown over it)."""
         return self._pattern
+
+    @property
+    def shown(self) -> Pattern:
+        """The pattern on the LEDs: the override while one is set, else the state's."""
+        return self._pattern if self._override is None else self._override
 
     def show(self, state: State) -> None:
         """Switch to `state`'s pattern, writing its first frame at once; call on the loop thread."""
@@ -251,25 +262,36 @@ class LedController:
             return  # a re-sent state keeps its phase: restarting it would freeze a blink
         self._pattern = pattern
         self._started = self._clock()
-        self._render()
+        if self._override is None:
+            self.render()
+        self._changed.set()
+
+    def override(self, pattern: Pattern | None) -> None:
+        """Show `pattern` instead of the state's (set_led), or (None) the state's pattern again."""
+        if self._closed or pattern == self._override:
+            return
+        self._override = pattern
+        self._override_started = self._clock()
+        self.render()
         self._changed.set()
 
     async def run(self) -> None:
         """Animate until close() or cancellation; static patterns sleep until the next show()."""
         while not self._closed:
             self._changed.clear()
-            wait_s = FRAME_INTERVAL_S if self._pattern.animated else STATIC_REFRESH_S
+            wait_s = FRAME_INTERVAL_S if self.shown.animated else STATIC_REFRESH_S
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_s):
                     await self._changed.wait()
             if not self._closed and not self._changed.is_set():
-                self._render()  # show() already wrote the first frame of a new pattern
+                self.render()  # show() already wrote the first frame of a new pattern
 
     def close(self) -> None:
         """Turn the LEDs off, release them and stop run(); safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        self._override = None
         self._changed.set()
         try:
             self._driver.set_level(0.0, OFF)
@@ -280,10 +302,14 @@ class LedController:
         except Exception:
             log.warning("could not release the LEDs", exc_info=True)
 
-    def _render(self) -> None:
-        """Write the current pattern's frame; a failing write is logged once, then retried."""
-        pattern = self._pattern
-        t = self._clock() - self._started
+    def render(self) -> None:
+        """Write the shown pattern's frame for now; a failing write is logged once, then retried."""
+        if self._closed:
+            return
+        if self._override is None:
+            pattern, t = self._pattern, self._clock() - self._started
+        else:
+            pattern, t = self._override, self._clock() - self._override_started
         try:
             if pattern.kind == "spin" and isinstance(self._driver, SpinningLeds):
                 self._driver.set_spin((t % SPIN_PERIOD_S) / SPIN_PERIOD_S, pattern.color)

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-CONTRACT_PATH = Path(__file__).parent / "data" / "elevenlabs-convai-asyncapi.yml"
+CONTRACT_PATH = Path(__file__).parent.parent / "data" / "elevenlabs-convai-asyncapi.yml"
 CHANNEL = "/v1/convai/conversation"
 AUDIO_CHUNK = "user_audio_chunk"  # the one client message without a `type`, keyed by this field
 _LITERAL = re.compile(r'^literal<"([^"]*)">$')

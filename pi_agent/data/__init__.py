@@ -1,0 +1,1 @@
+"""Data files shipped with pi-agent: the demo recording."""
