@@ -1,30 +1,36 @@
-"""Command line: argument parsing, logging set-up and exit codes for every subcommand."""
+"""Command line: parses the arguments and dispatches to `pi_agent.commands`; nothing else.
+
+Every command module has `main(args) -> int`. An expected error (`PiAgentError`) becomes its exit
+code and one line on stderr; an unexpected exception is logged with its traceback and exits 70.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from pi_agent import __version__
-from pi_agent.commands.check_config import check_config_main
-from pi_agent.config import DEFAULT_CONFIG_PATH, Config, load_config
-from pi_agent.errors import EX_UNAVAILABLE, EX_USAGE, ConfigError, PiAgentError
+from pi_agent.config import DEFAULT_CONFIG_PATH
+from pi_agent.errors import EX_SOFTWARE, EX_USAGE, PiAgentError
 
 log = logging.getLogger("pi_agent")
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"  # journald adds its own timestamps
-
-
-def setup_logging(level: str = "info") -> None:
-    """Plain lines on stderr; under systemd (JOURNAL_STREAM set) no timestamps of our own."""
-    fmt = JOURNAL_FORMAT if os.environ.get("JOURNAL_STREAM") else LOG_FORMAT
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+# Subcommand -> module of pi_agent.commands.
+COMMANDS = {
+    "run": "run",
+    "talk": "talk",
+    "demo": "demo",
+    "bench": "bench",
+    "devices": "devices",
+    "test-audio": "test_audio",
+    "check-config": "check_config",
+    "simulate": "simulate",
+    **dict.fromkeys(("wake", "end", "mute", "status", "say", "context"), "control"),
+}
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -122,56 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CONTROL_COMMANDS = ("wake", "end", "mute", "status", "say", "context")
-
-
-def control_main(args: argparse.Namespace) -> int:
-    """`pi-agent wake|end|mute|status|say|context`: one request to the daemon."""
-    import json
-
-    from pi_agent.adapters.control import request, socket_path
-
-    path = args.socket
-    if path is None:
-        configured = None
-        if args.config.exists():  # the socket path may be set in the config
-            configured = _load(args.config).control.socket
-        path = socket_path(configured)
-    text = " ".join(getattr(args, "text", []))
-    reply = asyncio.run(request(path, args.command, text))
-    if not reply.get("ok"):
-        print(f"pi-agent: {reply.get('error', 'the daemon refused the request')}", file=sys.stderr)
-        return EX_UNAVAILABLE
-    if args.command == "status":
-        if args.json:
-            print(json.dumps(reply, indent=2, sort_keys=True))
-        else:
-            print(format_status(reply))
-    return 0
-
-
-def format_status(s: dict[str, object]) -> str:
-    """Human-readable `pi-agent status`."""
-    lines = [
-        f"state:          {s.get('state')}",
-        f"conversation:   {s.get('conversation_id') or '-'}",
-        f"round trip:     {s.get('rtt_ms') if s.get('rtt_ms') is not None else '-'} ms",
-        f"uptime:         {s.get('uptime_s')} s",
-        f"conversations:  {s.get('conversations')} ({s.get('failures')} failed)",
-    ]
-    last = s.get("last_conversation")
-    if isinstance(last, dict):
-        lines.append(
-            f"last:           {last.get('conversation_id') or '-'}, "
-            f"{last.get('duration_s')} s, {last.get('end')}"
-        )
-    return "\n".join(lines)
-
-
-def _load(path: Path) -> Config:
-    return load_config(path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `pi-agent`; returns the process exit status."""
     parser = build_parser()
@@ -179,67 +135,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors; sysexits says 64
         return EX_USAGE if exc.code not in (0, None) else 0
-    level = args.log_level
     try:
-        if args.command == "check-config":
-            path = args.file or args.config_opt or DEFAULT_CONFIG_PATH
-            return check_config_main(str(path))
-        if args.command == "simulate":
-            setup_logging(level or "info")
-            from pi_agent.simulator.cli import run_from_args
-
-            return run_from_args(args)
-        if args.command == "demo":
-            setup_logging(level or "warning")
-            from pi_agent.commands.demo import demo_main
-
-            return demo_main(args.output, args.output_format, fast=args.fast)
-        if args.command == "devices":
-            setup_logging(level or "warning")
-            from pi_agent.adapters.audio.devicelist import devices_main
-
-            return devices_main(sys.stdout, sys.stderr)
-        if args.command == "bench":
-            cfg = _load(args.config)
-            setup_logging(level or "warning")
-            from pi_agent.commands.bench import bench_main
-
-            return bench_main(cfg, rounds=args.rounds, json_path=args.json)
-        if args.command == "test-audio":
-            cfg = _load(args.config)
-            setup_logging(level or "warning")
-            from pi_agent.commands.test_audio import run_test_audio
-            from pi_agent.wiring import open_devices
-
-            mic, speaker = open_devices(cfg)
-            return asyncio.run(
-                run_test_audio(
-                    mic, speaker, args.seconds, sys.stdout, playback=not args.no_playback
-                )
-            )
-        if args.command == "run":
-            cfg = _load(args.config)
-            from pi_agent.adapters.systemd import configure_logging
-
-            configure_logging(level or cfg.logging.level)
-            from pi_agent.app import Daemon
-
-            return asyncio.run(Daemon(cfg, args.config).run())
-        if args.command in CONTROL_COMMANDS:
-            return control_main(args)
-        if args.command == "talk":
-            cfg = _load(args.config)
-            setup_logging(level or cfg.logging.level)
-            from pi_agent.commands.talk import talk_main
-
-            return talk_main(cfg, args.max_s, sys.stdout, sys.stderr)
-    except ConfigError as exc:
-        print(f"pi-agent: {exc}", file=sys.stderr)
-        return exc.exit_code
+        command = importlib.import_module(f"pi_agent.commands.{COMMANDS[args.command]}")
+        return int(command.main(args))
     except PiAgentError as exc:
         print(f"pi-agent: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
-    parser.error(f"unknown command {args.command!r}")
-    return EX_USAGE
+    except Exception:  # a bug: say so with the traceback, and exit so systemd restarts us
+        log.critical("pi-agent %s failed unexpectedly", args.command, exc_info=True)
+        print(
+            f"pi-agent: internal error in {args.command} (see the traceback above)", file=sys.stderr
+        )
+        return EX_SOFTWARE

@@ -62,6 +62,49 @@ class AuthError(LinkError):
     exit_code = EX_NOPERM
 
 
+class ControlError(PiAgentError, ConnectionError):
+    """The control socket could not be used (no daemon, no permission, no answer)."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class GpioError(PiAgentError, OSError):
+    """A GPIO pin, SPI bus or pin library could not be used."""
+
+    exit_code = EX_IOERR
+
+
+class GpioLibraryMissing(GpioError):
+    """The configured pin library is not installed; restarting will not help, installing will."""
+
+    exit_code = EX_CONFIG
+
+
+class WakewordUnavailable(ConfigError):
+    """`wakeword.enabled` is set, but the detector cannot run here (extra missing, no runtime)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__([problem])
+
+
+class ToolError(PiAgentError, ValueError):
+    """A tool refuses its call; the message is sent to the agent as the error result."""
+
+
+class ScenarioError(PiAgentError, ValueError):
+    """A simulator scenario is invalid; the message names the step and the field."""
+
+
+class Invalid(Exception):
+    """A config value the schema engine rejects: `what` goes before '; expected', `expected`
+    overrides the kind's. Caught inside `pi_agent.config`, where it becomes a ConfigError."""
+
+    def __init__(self, what: str, expected: str | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.expected = expected
+
+
 # An unexpected exception's text in an end reason, a status line or `status` is cut to this.
 MAX_UNEXPECTED_TEXT = 200
 

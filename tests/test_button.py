@@ -23,14 +23,16 @@ from pi_agent.adapters.hardware.button import (
     ButtonPressed,
     ButtonReleased,
 )
-from pi_agent.adapters.hardware.pins import (
+from pi_agent.adapters.hardware.pins import make_pin_factory, open_spi
+from pi_agent.config import ButtonConfig
+from pi_agent.errors import (
+    EX_CONFIG,
+    EX_IOERR,
+    ConfigError,
     GpioError,
     GpioLibraryMissing,
-    make_pin_factory,
-    open_spi,
+    PiAgentError,
 )
-from pi_agent.config import ButtonConfig
-from pi_agent.errors import EX_CONFIG, EX_IOERR, ConfigError, PiAgentError
 from tests.helpers import run
 
 T = TypeVar("T")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import logging
 import re
 import signal
 import subprocess
@@ -151,3 +154,32 @@ def test_version() -> None:
     result = pi_agent("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("pi-agent ")
+
+
+def test_an_unexpected_exception_in_a_command_exits_70_with_its_traceback(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from pi_agent import cli
+    from pi_agent.commands import check_config
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(check_config, "main", broken)
+    assert cli.main(["check-config", str(tmp_path / "x.yaml")]) == 70
+    assert "internal error in check-config" in capsys.readouterr().err
+    [record] = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert record.exc_info is not None and str(record.exc_info[1]) == "a bug"  # the traceback
+
+
+def test_every_subcommand_has_a_command_module() -> None:
+    from pi_agent import cli
+
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == set(cli.COMMANDS)
+    for module in set(cli.COMMANDS.values()):
+        assert callable(importlib.import_module(f"pi_agent.commands.{module}").main)

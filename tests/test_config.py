@@ -22,16 +22,14 @@ from pi_agent.config import (
     SCHEMA,
     AgentConfig,
     Config,
-    Field,
-    Flag,
     Secret,
-    Section,
     default_config,
     load_config,
     parse_config,
     resolve_api_key,
 )
 from pi_agent.config import loader as cfgmod
+from pi_agent.config.schema import Field, Flag, Section
 from pi_agent.errors import EX_CONFIG, ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pi-agent.yaml"

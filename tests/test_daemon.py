@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 
 from pi_agent.adapters.control import request
 from pi_agent.simulator import Scenario, SendAudio, SimulatorOptions, Wait
-from tests.beds.daemon import RATE, daemon_bed, tone
+from tests.beds.daemon import POLL_S, RATE, STATE_TIMEOUT_S, daemon_bed, tone
 from tests.helpers import run
 
 
@@ -92,10 +92,12 @@ def test_button_press_barges_in_while_the_agent_speaks(tmp_path: Path) -> None:
             bed.press()
             await bed.notify.wait_for("user_speaking: barge-in")
             assert conv.playback.queued_samples == 0  # flushed at once, locally
-            await asyncio.sleep(2.0)
             # The rest of the interrupted reply still arriving is dropped, not played.
-            assert conv.playback.queued_samples == 0
-            assert conv.playback.stale_events > 0
+            playback = conv.playback
+            async with asyncio.timeout(STATE_TIMEOUT_S):
+                while playback.stale_events == 0:  # noqa: ASYNC110 - counted by the receiver
+                    await asyncio.sleep(POLL_S)
+            assert playback.queued_samples == 0
             bed.release()
 
     run(main())
@@ -123,9 +125,12 @@ def test_sighup_reload_is_deferred_during_a_conversation(tmp_path: Path) -> None
             await bed.notify.wait_for("listening")
             text = bed.config_path.read_text().replace("idle_timeout_s", "idle_timeout_s")
             bed.config_path.write_text(text + "logging:\n  transcripts: true\n")
+            reloads = len(bed.notify.drain())
             os.kill(os.getpid(), signal.SIGHUP)
-            await asyncio.sleep(0.3)
-            assert not any("RELOADING=1" in m for m in bed.notify.drain())
+            async with asyncio.timeout(STATE_TIMEOUT_S):
+                while not bed.daemon._reload_pending:  # noqa: ASYNC110 - set by the signal
+                    await asyncio.sleep(POLL_S)
+            assert not any("RELOADING=1" in m for m in bed.notify.drain()[reloads:])
             assert not bed.daemon.cfg.logging.transcripts
             await request(bed.control, "end")
             await bed.notify.wait_message("RELOADING=1")
@@ -134,7 +139,7 @@ def test_sighup_reload_is_deferred_during_a_conversation(tmp_path: Path) -> None
             # An invalid file is refused and the running configuration kept.
             bed.config_path.write_text("agent:\n  agnet_id: x\n")
             os.kill(os.getpid(), signal.SIGHUP)
-            await asyncio.sleep(0.3)
+            await bed.notify.wait_for("idle: configuration reloaded")  # the attempt is over
             assert bed.daemon.cfg.logging.transcripts
             assert (await request(bed.control, "status"))["state"] == "idle"
 

@@ -24,20 +24,13 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from pi_agent.adapters.audio.devices import FileSpeaker
 from pi_agent.adapters.audio.wavfile import read_wav
 from pi_agent.adapters.control import request
-from pi_agent.adapters.systemd import Notifier
 from pi_agent.app import TICK_S, Daemon
 from pi_agent.core import protocol as p
 from pi_agent.core.ending import EndKind
-from pi_agent.simulator import (
-    Scenario,
-    ScenarioError,
-    SendAudio,
-    Simulator,
-    SimulatorOptions,
-)
+from pi_agent.errors import ScenarioError
+from pi_agent.simulator import Scenario, SendAudio, Simulator, SimulatorOptions
 from pi_agent.simulator.faults import ERROR_TYPE_CODES, big_frame, error_close
 from pi_agent.simulator.scenario import (
     MAX_FRAME_BYTES,
@@ -50,7 +43,7 @@ from pi_agent.simulator.scenario import (
 from pi_agent.testing import ScriptedMic
 from tests import helpers
 from tests.beds import faultnet
-from tests.beds.daemon import BLUE, GREEN, RED, make_config
+from tests.beds.daemon import BLUE, GREEN, RED, bed_daemon, make_config
 from tests.beds.faultnet import (
     API_KEY,
     FAULTS,
@@ -408,13 +401,7 @@ async def start_daemon(tmp_path: Path, sim: Simulator, sink: TimedNotifySink) ->
     cfg, path = make_config(tmp_path, sim.url)
     mic = ScriptedMic()
     pins = MockFactory(pin_class=MockPWMPin)
-    daemon = Daemon(
-        cfg,
-        path,
-        devices=lambda c: (mic, FileSpeaker(None, 1.0)),
-        pin_factory=pins,
-        notifier=Notifier({"NOTIFY_SOCKET": str(sink.path)}),
-    )
+    daemon = bed_daemon(cfg, path, mic, pins, sink.path)
     task = asyncio.create_task(daemon.run())
     await sink.wait_for(lambda: any("READY=1" in m for _, m in list(sink.messages)))
     return DaemonBed(daemon, task, pins, tmp_path / "control.sock")

@@ -20,20 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from pi_agent.config import (
-    SCHEMA,
-    Choice,
-    Config,
-    FilePath,
-    Flag,
-    Kind,
-    NameOrIndex,
-    Nullable,
-    Number,
-    Section,
-    Text,
-    parse_config,
-)
+from pi_agent.config import SCHEMA, Config, parse_config, schema
 from pi_agent.core import protocol as p
 from pi_agent.core.audio.formats import FORMATS
 from pi_agent.core.ending import EndReason
@@ -258,11 +245,11 @@ UNKNOWN_KEYS = st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_si
 YamlTree = dict[str, Any]
 
 
-def section_trees(section: Section) -> st.SearchStrategy[YamlTree]:
+def section_trees(section: schema.Section) -> st.SearchStrategy[YamlTree]:
     """Documents built from `section`'s own keys with random values, and some unknown keys."""
     fields: dict[str, st.SearchStrategy[Any]] = {}
     for name, field in section.fields.items():
-        if isinstance(field.kind, Section):
+        if isinstance(field.kind, schema.Section):
             fields[name] = st.one_of(section_trees(field.kind), YAML_VALUES)
         else:
             fields[name] = YAML_VALUES | st.lists(YAML_VALUES, max_size=3)
@@ -286,39 +273,39 @@ VALID_BY_PATH: dict[str, tuple[str, ...]] = {
 NAME_CHARS = string.ascii_letters + string.digits + "_-"
 
 
-def valid_values(kind: Kind, path: str) -> st.SearchStrategy[str] | None:
+def valid_values(kind: schema.Kind, path: str) -> st.SearchStrategy[str] | None:
     """Return YAML texts that `kind` at `path` accepts, or None when there is no rule for it."""
     if path in VALID_BY_PATH:
         return st.sampled_from(VALID_BY_PATH[path])
-    if isinstance(kind, Nullable):
+    if isinstance(kind, schema.Nullable):
         inner = valid_values(kind.inner, path)
         return st.just("null") if inner is None else st.just("null") | inner
-    if isinstance(kind, Choice):
+    if isinstance(kind, schema.Choice):
         return st.sampled_from(kind.options)
-    if isinstance(kind, Flag):
+    if isinstance(kind, schema.Flag):
         return st.sampled_from(("true", "false", "yes", "off"))
-    if isinstance(kind, Number) and kind.integer:
+    if isinstance(kind, schema.Number) and kind.integer:
         return st.integers(int(kind.lo), int(kind.hi)).map(str)
-    if isinstance(kind, Number):
+    if isinstance(kind, schema.Number):
         # Four decimals keep the dot YAML 1.1 needs to read a float and stay within bounds.
         return st.floats(kind.lo, kind.hi).map(lambda x: f"{x:.4f}")
-    if isinstance(kind, FilePath):
+    if isinstance(kind, schema.FilePath):
         return st.just("out/reply.wav" if kind.need == "parent" else "in.wav")
-    if isinstance(kind, NameOrIndex):
+    if isinstance(kind, schema.NameOrIndex):
         return st.sampled_from(("USB", "0", "3"))
-    if isinstance(kind, Text):
+    if isinstance(kind, schema.Text):
         return st.text(alphabet=NAME_CHARS, min_size=1, max_size=12)
     return None
 
 
-def plausible_trees(section: Section, path: str = "") -> st.SearchStrategy[YamlTree]:
+def plausible_trees(section: schema.Section, path: str = "") -> st.SearchStrategy[YamlTree]:
     """Documents with every required key and valid values: they reach the loaded path."""
     required: dict[str, st.SearchStrategy[Any]] = {}
     optional: dict[str, st.SearchStrategy[Any]] = {}
     for name, field in section.fields.items():
         key_path = f"{path}.{name}" if path else name
         value: st.SearchStrategy[Any] | None
-        if isinstance(field.kind, Section):
+        if isinstance(field.kind, schema.Section):
             value = plausible_trees(field.kind, key_path)
         else:
             value = valid_values(field.kind, key_path)

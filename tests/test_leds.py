@@ -14,6 +14,7 @@ from gpiozero.pins.mock import MockFactory, MockPin, MockPWMPin, MockSPIDevice
 
 from pi_agent.adapters.hardware.leds import (
     FRAME_INTERVAL_S,
+    STATIC_REFRESH_S,
     Apa102Ring,
     LedController,
     LedDriver,
@@ -23,11 +24,11 @@ from pi_agent.adapters.hardware.leds import (
     SingleLed,
     make_leds,
 )
-from pi_agent.adapters.hardware.pins import GpioError
 from pi_agent.config import Apa102Config, LedsConfig
 from pi_agent.core.patterns import COLORS, DEFAULT_PATTERNS, Color, Pattern
 from pi_agent.core.states import State
-from pi_agent.errors import ConfigError
+from pi_agent.errors import ConfigError, GpioError
+from pi_agent.testing import FakeClock
 from tests.helpers import run
 
 T = TypeVar("T")
@@ -286,114 +287,121 @@ def test_static_pattern_is_shown_at_once_without_the_animator(factory: Any) -> N
 
 
 def test_pulse_changes_the_pwm_value_over_time(factory: Any) -> None:
-    async def main() -> None:
-        leds = PwmLed(LED_PIN, active_high=True, pin_factory=factory)
-        pin = factory.pin(LED_PIN)
-        controller = LedController(leds, DEFAULT_PATTERNS)
-        task = asyncio.create_task(controller.run())
-        controller.show(State.THINKING)
-        pin.clear_states()
-        await asyncio.sleep(0.35)
-        values = [s.state for s in pin.states]
-        await stop(controller, task)
-        assert all(0.05 - 1e-9 <= v <= 1.0 for v in values), values
-        assert len(set(values)) >= 5
-        assert max(values) - min(values) > 0.15
-
-    run(main())
+    leds = PwmLed(LED_PIN, active_high=True, pin_factory=factory)
+    pin = factory.pin(LED_PIN)
+    clock = FakeClock()
+    controller = LedController(leds, DEFAULT_PATTERNS, clock=clock)
+    controller.show(State.THINKING)
+    pin.clear_states()
+    for _ in range(10):  # 0.35 s of frames
+        clock.advance(FRAME_INTERVAL_S)
+        controller.render()
+    values = [s.state for s in pin.states]
+    controller.close()
+    assert all(0.05 - 1e-9 <= v <= 1.0 for v in values), values
+    assert len(set(values)) >= 5
+    assert max(values) - min(values) > 0.15
 
 
 @pytest.mark.parametrize("final", [State.MUTED, State.ERROR, State.IDLE])
 def test_rapid_state_changes_end_showing_the_last_state(factory: Any, final: State) -> None:
-    async def main() -> None:
-        leds, pins = rgb(factory)
-        controller = LedController(leds, DEFAULT_PATTERNS)
-        task = asyncio.create_task(controller.run())
-        for i in range(60):
-            controller.show(list(State)[i % len(State)])
-            if i % 7 == 0:
-                await asyncio.sleep(0)
-            if i % 11 == 0:
-                await asyncio.sleep(FRAME_INTERVAL_S / 3)
-        controller.show(final)
-        for p in pins:
-            p.clear_states()
-        await asyncio.sleep(5 * FRAME_INTERVAL_S)
-        shown = [[s.state for s in p.states] for p in pins]
-        await stop(controller, task)
-        pattern = DEFAULT_PATTERNS[final]
-        assert controller.pattern == pattern
-        for channel, history in zip(pattern.color, shown, strict=True):
-            if pattern.animated:  # only this pattern's levels: the colour on, or off
-                assert set(history) <= {0.0, channel}, history
-            else:  # nothing written over it since
-                assert history == [channel * pattern.level(0.0)], history
-
-    run(main())
+    leds, pins = rgb(factory)
+    clock = FakeClock()
+    controller = LedController(leds, DEFAULT_PATTERNS, clock=clock)
+    for i in range(60):
+        controller.show(list(State)[i % len(State)])
+        if i % 7 == 0:
+            controller.render()
+        if i % 11 == 0:
+            clock.advance(FRAME_INTERVAL_S / 3)
+    controller.show(final)
+    for p in pins:
+        p.clear_states()
+    pattern = DEFAULT_PATTERNS[final]
+    for _ in range(5):  # the animator's next frames, if the pattern has any
+        clock.advance(FRAME_INTERVAL_S)
+        if pattern.animated:
+            controller.render()
+    shown = [[s.state for s in p.states] for p in pins]
+    controller.close()
+    assert controller.pattern == pattern
+    for channel, history in zip(pattern.color, shown, strict=True):
+        if pattern.animated:  # only this pattern's levels: the colour on, or off
+            assert set(history) <= {0.0, channel}, history
+        else:  # nothing written over it since (a mock pin's history starts with its state)
+            assert history == [channel * pattern.level(0.0)], history
 
 
 def test_re_sending_the_same_state_does_not_freeze_a_blink(factory: Any) -> None:
+    leds, pins = rgb(factory)
+    clock = FakeClock()
+    controller = LedController(leds, DEFAULT_PATTERNS, clock=clock)
+    controller.show(State.ERROR)  # red fast-blink: 0.125 s on, 0.125 s off
+    pins[0].clear_states()
+    for _ in range(8):
+        clock.advance(0.04)
+        controller.show(State.ERROR)  # must not restart the blink's phase
+        controller.render()
+    red = {s.state for s in pins[0].states}
+    controller.close()
+    assert red == {0.0, 1.0}
+
+
+def test_static_patterns_cost_no_frames() -> None:
+    calls: list[float] = []
+
+    class Counting(NoLeds):
+        def set_level(self, level: float, color: Color) -> None:
+            calls.append(level)
+
+    controller = LedController(Counting(), DEFAULT_PATTERNS)
+    controller.show(State.LISTENING)
+    assert calls == [1.0]  # its one frame, written at once
+    assert controller.frame_wait_s == STATIC_REFRESH_S  # the animator sleeps until a refresh
+    controller.show(State.CONNECTING)
+    assert controller.frame_wait_s == FRAME_INTERVAL_S
+    controller.override(Pattern("on", COLORS["red"]))  # what is shown decides, not the state
+    assert controller.frame_wait_s == STATIC_REFRESH_S
+    controller.close()
+
+
+def test_the_animator_renders_frames_until_closed() -> None:
+    frames: list[float] = []
+    rendered = asyncio.Event()
+
+    class Counting(NoLeds):
+        def set_level(self, level: float, color: Color) -> None:
+            frames.append(level)
+            if len(frames) >= 4:
+                rendered.set()
+
     async def main() -> None:
-        leds, pins = rgb(factory)
-        controller = LedController(leds, DEFAULT_PATTERNS)
-        task = asyncio.create_task(controller.run())
-        controller.show(State.ERROR)  # red fast-blink: 0.125 s on, 0.125 s off
-        pins[0].clear_states()
-        for _ in range(8):
-            await asyncio.sleep(0.04)
-            controller.show(State.ERROR)
-        red = {s.state for s in pins[0].states}
-        await stop(controller, task)
-        assert red == {0.0, 1.0}
-
-    run(main())
-
-
-def test_static_patterns_cost_no_frames(factory: Any) -> None:
-    async def main() -> None:
-        calls: list[float] = []
-
-        class Counting(NoLeds):
-            def set_level(self, level: float, color: Color) -> None:
-                calls.append(level)
-
         controller = LedController(Counting(), DEFAULT_PATTERNS)
         task = asyncio.create_task(controller.run())
-        controller.show(State.LISTENING)
-        await asyncio.sleep(6 * FRAME_INTERVAL_S)
-        static_calls = len(calls)
-        controller.show(State.CONNECTING)
-        await asyncio.sleep(6 * FRAME_INTERVAL_S)
-        animated_calls = len(calls) - static_calls
+        controller.show(State.CONNECTING)  # animated: the animator draws the frames after this
+        await rendered.wait()
         await stop(controller, task)
-        assert static_calls == 1
-        assert animated_calls >= 3
 
     run(main())
+    assert frames[-1] == 0.0  # close() turned it off
 
 
 def test_spin_goes_round_the_ring_in_time(plain_factory: Any) -> None:
-    async def main() -> None:
-        now = [100.0]
-        spy = RingSpy(plain_factory)
-        ring = Apa102Ring(RING, brightness=BRIGHTNESS, port=0, device=0, pin_factory=plain_factory)
-        spin = {State.CONNECTING: Pattern("spin", COLORS["blue"])}
-        controller = LedController(ring, spin, clock=lambda: now[0])
-        task = asyncio.create_task(controller.run())
-        lit_at: list[int] = []
-        for t in (0.0, 0.5, 0.9):
-            now[0] = 100.0 + t
-            if t == 0.0:
-                controller.show(State.CONNECTING)
-            else:
-                await asyncio.sleep(3 * FRAME_INTERVAL_S)
-            leds = decode(spy.frames[-1])
-            lit_at += [i for i, led in enumerate(leds) if led != (HEADER, 0, 0, 0)]
-        await stop(controller, task)
-        assert lit_at == [0, 1, 2]  # SPIN_PERIOD_S = 1.2: a third of a turn per 0.4 s
-        assert decode(spy.frames[-1]) == [(HEADER, 0, 0, 0)] * RING
-
-    run(main())
+    spy = RingSpy(plain_factory)
+    ring = Apa102Ring(RING, brightness=BRIGHTNESS, port=0, device=0, pin_factory=plain_factory)
+    spin = {State.CONNECTING: Pattern("spin", COLORS["blue"])}
+    clock = FakeClock(100.0)
+    controller = LedController(ring, spin, clock=clock)
+    lit_at: list[int] = []
+    controller.show(State.CONNECTING)
+    for step in (0.0, 0.5, 0.4):
+        clock.advance(step)
+        controller.render()
+        leds = decode(spy.frames[-1])
+        lit_at += [i for i, led in enumerate(leds) if led != (HEADER, 0, 0, 0)]
+    controller.close()
+    assert lit_at == [0, 1, 2]  # SPIN_PERIOD_S = 1.2: a third of a turn per 0.4 s
+    assert decode(spy.frames[-1]) == [(HEADER, 0, 0, 0)] * RING
 
 
 def test_close_turns_everything_off_and_stops_the_animator(plain_factory: Any) -> None:
@@ -414,28 +422,28 @@ def test_close_turns_everything_off_and_stops_the_animator(plain_factory: Any) -
 
 
 def test_failing_writes_are_logged_once_and_recover(caplog: pytest.LogCaptureFixture) -> None:
-    async def main() -> None:
-        healthy = asyncio.Event()
-        levels: list[float] = []
+    healthy = False
+    levels: list[float] = []
 
-        class Flaky(NoLeds):
-            def set_level(self, level: float, color: Color) -> None:
-                if not healthy.is_set():
-                    raise OSError("SPI transfer failed")
-                levels.append(level)
+    class Flaky(NoLeds):
+        def set_level(self, level: float, color: Color) -> None:
+            if not healthy:
+                raise OSError("SPI transfer failed")
+            levels.append(level)
 
-        driver: LedDriver = Flaky()
-        controller = LedController(driver, DEFAULT_PATTERNS)
-        task = asyncio.create_task(controller.run())
-        controller.show(State.ERROR)  # does not raise
-        await asyncio.sleep(6 * FRAME_INTERVAL_S)
-        healthy.set()
-        await asyncio.sleep(4 * FRAME_INTERVAL_S)
-        await stop(controller, task)
-        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-        assert len(warnings) == 1
-        assert "work again" in caplog.text
-        assert levels[-1] == 0.0  # close() turned it off
-
+    driver: LedDriver = Flaky()
+    clock = FakeClock()
+    controller = LedController(driver, DEFAULT_PATTERNS, clock=clock)
     with caplog.at_level(logging.INFO, logger="pi_agent.adapters.hardware.leds"):
-        run(main())
+        controller.show(State.ERROR)  # does not raise
+        for _ in range(6):
+            clock.advance(FRAME_INTERVAL_S)
+            controller.render()
+        healthy = True
+        clock.advance(FRAME_INTERVAL_S)
+        controller.render()
+        controller.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "work again" in caplog.text
+    assert levels[-1] == 0.0  # close() turned it off

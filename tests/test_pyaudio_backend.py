@@ -18,8 +18,6 @@ import pytest
 from pi_agent.adapters.audio.devicelist import (
     CANDIDATE_RATES,
     DeviceInfo,
-    devices_main,
-    format_device_table,
     list_devices,
     probe_rates,
     rate_preference,
@@ -35,6 +33,7 @@ from pi_agent.adapters.audio.pyaudio_backend import (
     open_pyaudio_devices,
     pick_rate,
 )
+from pi_agent.commands.devices import devices_main, format_device_table
 from pi_agent.config import default_config
 from pi_agent.errors import EX_IOERR, EX_OK, AudioError
 from tests.beds.alsa import AlsaBed, alsa_bed

@@ -19,18 +19,15 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from pi_agent.adapters.audio.devices import FileSpeaker
 from pi_agent.adapters.audio.wavfile import write_wav
 from pi_agent.adapters.control import request
-from pi_agent.adapters.systemd import Notifier
-from pi_agent.app import Daemon
 from pi_agent.commands.check_config import check_config_main
 from pi_agent.config import KEY_FILE_FIX, Secret, default_config, load_config, resolve_api_key
 from pi_agent.errors import EX_CONFIG, ConfigError
 from pi_agent.simulator import Simulator, SimulatorOptions
 from pi_agent.testing import NotifySink, ScriptedMic
 from pi_agent.wiring import build_link
-from tests.beds.daemon import BLUE, BUTTON, GREEN, RATE, RED, tone
+from tests.beds.daemon import BLUE, BUTTON, GREEN, RATE, RED, bed_daemon, tone
 
 KEY = "sk_secrets_test_7f3a9c0e5b1d2468ace"  # a fake API key that must show up nowhere
 CONFIG_LOGGER = "pi_agent.config.secrets"
@@ -277,13 +274,7 @@ async def converse(tmp_path: Path, seen: Seen, monkeypatch: pytest.MonkeyPatch) 
         cfg = load_config(config_path)
         mic, pins = ScriptedMic(), MockFactory(pin_class=MockPWMPin)
         notify = NotifySink(tmp_path / "notify.sock")
-        daemon = Daemon(
-            cfg,
-            config_path,
-            devices=lambda c: (mic, FileSpeaker(None, 1.0)),
-            pin_factory=pins,
-            notifier=Notifier({"NOTIFY_SOCKET": str(notify.path)}),
-        )
+        daemon = bed_daemon(cfg, config_path, mic, pins, notify.path)
         control = tmp_path / "control.sock"
         task = asyncio.create_task(daemon.run())
         try:

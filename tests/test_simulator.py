@@ -34,11 +34,11 @@ from websockets.sync.client import connect as sync_connect
 
 from pi_agent.core import protocol
 from pi_agent.core.audio import formats
+from pi_agent.errors import ScenarioError
 from pi_agent.simulator import (
     Close,
     Echo,
     Scenario,
-    ScenarioError,
     Send,
     SendAudio,
     SendMetadata,

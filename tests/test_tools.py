@@ -29,7 +29,6 @@ from pi_agent.adapters.link import LinkSettings
 from pi_agent.adapters.tools import (
     MAX_RUNNING_CALLS,
     McpApprovals,
-    ToolError,
     ToolRegistry,
     check_parameters,
     command_tool,
@@ -39,7 +38,7 @@ from pi_agent.config import BUILTIN_NAMES, CommandTool, ParamSpec, ToolsConfig, 
 from pi_agent.core import protocol as p
 from pi_agent.core.patterns import COLORS, FAST_BLINK_PERIOD_S, Pattern
 from pi_agent.core.states import State
-from pi_agent.errors import ConfigError
+from pi_agent.errors import ConfigError, ToolError
 from pi_agent.simulator import Close, Scenario, Send, Simulator, SimulatorOptions, WaitFor
 from pi_agent.simulator.records import ConversationRecord
 from tests.beds import asyncapi
@@ -231,13 +230,22 @@ def test_end_when_asked_waits_for_the_goodbye(monkeypatch: pytest.MonkeyPatch) -
 
     async def main() -> None:
         asked, idle = asyncio.Event(), asyncio.Event()
+        grace = asyncio.Event()
+        real_sleep = asyncio.sleep
+
+        async def grace_sleep(seconds: float) -> None:
+            await real_sleep(seconds)
+            grace.set()
+
+        monkeypatch.setattr("pi_agent.adapters.builtins.asyncio.sleep", grace_sleep)
         task = asyncio.create_task(
             end_when_asked(asked, idle, lambda: ended.append(time.monotonic()))
         )
-        await asyncio.sleep(0.1)
-        assert not ended
+        await real_sleep(0)
+        assert not grace.is_set() and not ended  # not asked yet: no grace period started
         asked.set()
-        await asyncio.sleep(0.1)
+        await grace.wait()  # the grace period is over
+        await real_sleep(0)
         assert not ended  # the agent's audio is still playing
         idle.set()
         await asyncio.wait_for(task, 1)

@@ -25,14 +25,13 @@ from pi_agent.adapters.wakeword import (
     Detection,
     WakeWordDetector,
     WakeWordListener,
-    WakewordUnavailable,
     load_backend,
 )
 from pi_agent.app import Daemon
 from pi_agent.config import WakewordConfig
 from pi_agent.core.audio.preroll import PrerollRing
 from pi_agent.core.audio.resample import resample
-from pi_agent.errors import EX_CONFIG
+from pi_agent.errors import EX_CONFIG, WakewordUnavailable
 from pi_agent.testing import ScriptedMic
 from scripts import wakeword_eval as corpus
 from tests.beds.daemon import Bed, daemon_bed, make_config

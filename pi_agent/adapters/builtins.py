@@ -19,9 +19,10 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from pi_agent import __version__
-from pi_agent.adapters.tools import Tool, ToolError, ToolRegistry, command_tool
+from pi_agent.adapters.tools import Tool, ToolRegistry, command_tool
 from pi_agent.config import ParamSpec, ToolsConfig
 from pi_agent.core.patterns import Pattern, parse_pattern
+from pi_agent.errors import ToolError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from pi_agent.errors import PiAgentError
+from pi_agent.errors import ControlError
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +33,6 @@ COMMANDS = ("wake", "end", "status", "say", "context", "mute")
 TEXT_COMMANDS = ("say", "context")
 
 Handler = Callable[[str, str], Awaitable[dict[str, Any]]]
-
-
-class ControlError(PiAgentError, ConnectionError):
-    """The control socket could not be used."""
-
-    exit_code = 69
 
 
 def socket_path(configured: Path | None, environ: dict[str, str] | None = None) -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pi_agent.config import CommandTool, ParamSpec, ParamValue, matches_type, show
 from pi_agent.core import protocol as p
-from pi_agent.errors import PiAgentError
+from pi_agent.errors import ToolError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,6 @@ MCP_ANSWERED_LIMIT = 1000
 # systemd notify socket) stays with the daemon.
 CHILD_ENV_KEEP = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-class ToolError(PiAgentError, ValueError):
-    """A tool refuses its call; the message is sent to the agent as the error result."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from pi_agent.config import DEFAULT_REFRACTORY_S, WakewordConfig
 from pi_agent.core.audio.resample import Resampler
-from pi_agent.errors import ConfigError
+from pi_agent.errors import WakewordUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,6 @@ WAKE_END_MIN_MS = 120
 WAKE_END_MAX_MS = 300
 
 Detected = Callable[["Detection"], None]
-
-
-class WakewordUnavailable(ConfigError):
-    """`wakeword.enabled` is set, but the detector cannot run here (extra missing, no runtime)."""
-
-    def __init__(self, problem: str = INSTALL_HINT) -> None:
-        super().__init__([problem])
 
 
 class Backend(Protocol):
@@ -85,7 +78,7 @@ class MicroBackend:
         try:
             from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
         except ImportError:
-            raise WakewordUnavailable() from None
+            raise WakewordUnavailable(INSTALL_HINT) from None
         try:
             self._model = MicroWakeWord.from_builtin(Model(model))
         except (OSError, ValueError) as exc:  # no TFLite runtime for this platform, bad model

@@ -7,7 +7,7 @@ onset minus the moment its `audio` event left the simulator. CPU: this process's
 the simulator thread's, per minute of conversation. Prints a table and JSON; asserts nothing.
 
 Run it with the speaker audible to the microphone, in a quiet room:
-`python -m pi_agent.commands.bench --config /etc/pi-agent.yaml`.
+`pi-agent bench --config /etc/pi-agent.yaml`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from pi_agent.config import DEFAULT_CONFIG_PATH, Config, load_config
+from pi_agent.adapters.systemd import configure_logging
+from pi_agent.config import Config, load_config
 from pi_agent.core import protocol as p
 from pi_agent.core.audio import formats
 from pi_agent.core.figures import summary
-from pi_agent.errors import EX_OK, EX_USAGE, PiAgentError
+from pi_agent.errors import EX_OK, EX_USAGE
 from pi_agent.simulator.records import ConversationRecord
 
 Int16 = npt.NDArray[np.int16]
@@ -215,21 +216,8 @@ def one_line(report: dict[str, Any]) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m pi_agent.commands.bench [--config FILE] [--rounds N] [--json FILE]`."""
-    parser = argparse.ArgumentParser(prog="pi-agent bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
-    parser.add_argument("--json", type=Path, help="also write the JSON to this file")
-    args = parser.parse_args(argv)
-    if not 1 <= args.rounds <= MAX_ROUNDS:
-        parser.error(f"--rounds must be from 1 to {MAX_ROUNDS}, got {args.rounds}")
-    try:
-        return bench_main(load_config(args.config), rounds=args.rounds, json_path=args.json)
-    except PiAgentError as exc:
-        print(f"pi-agent bench: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def main(args: argparse.Namespace) -> int:
+    """`pi-agent bench --config FILE [--rounds N] [--json FILE]`."""
+    cfg = load_config(args.config)
+    configure_logging(args.log_level or "warning")
+    return bench_main(cfg, rounds=args.rounds, json_path=args.json)

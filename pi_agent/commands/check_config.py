@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from pi_agent.config import DEFAULT_CONFIG_PATH, load_config
 from pi_agent.errors import ConfigError
+
+
+def main(args: argparse.Namespace) -> int:
+    """`pi-agent check-config [FILE]`: 0 when valid, 78 with every problem when not."""
+    return check_config_main(str(args.file or args.config_opt or DEFAULT_CONFIG_PATH))
 
 
 def check_config_main(

@@ -7,6 +7,7 @@ microphone, a WAV file is the speaker. Prints the transcript with timings.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from importlib import resources
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pi_agent.adapters.audio.wavfile import read_wav
+from pi_agent.adapters.systemd import configure_logging
 from pi_agent.config import default_config
 from pi_agent.core.audio import formats
 from pi_agent.once import run_talk
@@ -98,6 +100,12 @@ async def run_demo(
     played = conv.session.counters.audio_samples
     print(f"agent audio:         {played} samples written to {output}", file=out)
     return reason.policy.exit_code
+
+
+def main(args: argparse.Namespace) -> int:
+    """`pi-agent demo [--output FILE] [--output-format F] [--fast]`."""
+    configure_logging(args.log_level or "warning")
+    return demo_main(args.output, args.output_format, fast=args.fast)
 
 
 def demo_main(output: Path, output_format: str, *, fast: bool = False) -> int:

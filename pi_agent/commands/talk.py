@@ -6,12 +6,22 @@ Exit 0 only for a completed conversation; otherwise the end kind's exit status
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import sys
 from typing import TextIO
 
-from pi_agent.config import Config
+from pi_agent.adapters.systemd import configure_logging
+from pi_agent.config import Config, load_config
 from pi_agent.errors import PiAgentError
 from pi_agent.once import run_talk
+
+
+def main(args: argparse.Namespace) -> int:
+    """`pi-agent talk --config FILE [--max-s N]`."""
+    cfg = load_config(args.config)
+    configure_logging(args.log_level or cfg.logging.level)
+    return talk_main(cfg, args.max_s, sys.stdout, sys.stderr)
 
 
 def talk_main(cfg: Config, max_s: float | None, out: TextIO, err: TextIO) -> int:

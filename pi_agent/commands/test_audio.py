@@ -6,18 +6,23 @@ whether it hears anything, and whether the speaker works, without any network.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import math
+import sys
 from dataclasses import dataclass
 from typing import TextIO
 
 import numpy as np
 
 from pi_agent.adapters.audio.devices import ChunkQueue, Microphone, Samples, Speaker
+from pi_agent.adapters.systemd import configure_logging
+from pi_agent.config import load_config
 from pi_agent.core.audio import formats
 from pi_agent.core.audio.resample import Resampler
 from pi_agent.errors import EX_IOERR, EX_OK, AudioError
+from pi_agent.wiring import open_devices
 
 # Below this RMS level (dBFS) over the recording, the microphone probably hears nothing:
 # a quiet room with a working USB microphone reads around -60 to -50 dBFS, speech -30 to -15.
@@ -120,6 +125,16 @@ async def play(speaker: Speaker, samples: Samples, rate: int, frame_ms: int = 20
         await speaker.drain()
     finally:
         await speaker.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    """`pi-agent test-audio [--seconds N] [--no-playback]` on the configured devices."""
+    cfg = load_config(args.config)
+    configure_logging(args.log_level or "warning")
+    mic, speaker = open_devices(cfg)
+    return asyncio.run(
+        run_test_audio(mic, speaker, args.seconds, sys.stdout, playback=not args.no_playback)
+    )
 
 
 async def run_test_audio(

@@ -1,7 +1,8 @@
 """Configuration: `/etc/pi-agent.yaml` -> validated frozen dataclasses, and the API key.
 
-Runtime code imports from here; the modules behind it are the schema engine (`schema`), the
-sections (`loader`, `hardware`, `tools`, `wakeword`) and the key lookup (`secrets`).
+Runtime code imports from here; the modules behind it are the schema engine (`schema`, whose
+value kinds only the sections and the tests use), the sections (`loader`, `hardware`, `tools`,
+`wakeword`) and the key lookup (`secrets`).
 """
 
 from __future__ import annotations
@@ -23,19 +24,7 @@ from pi_agent.config.loader import (
     load_config,
     parse_config,
 )
-from pi_agent.config.schema import (
-    Choice,
-    Field,
-    FilePath,
-    Flag,
-    Kind,
-    NameOrIndex,
-    Nullable,
-    Number,
-    Section,
-    Text,
-    show,
-)
+from pi_agent.config.schema import show
 from pi_agent.config.secrets import (
     API_KEY_ENV,
     CREDENTIAL_NAME,
@@ -72,29 +61,19 @@ __all__ = [
     "Apa102Config",
     "AudioConfig",
     "ButtonConfig",
-    "Choice",
     "CommandTool",
     "Config",
     "ContextConfig",
     "ControlConfig",
     "ConversationConfig",
     "EarconsConfig",
-    "Field",
-    "FilePath",
-    "Flag",
-    "Kind",
     "LedsConfig",
     "LoggingConfig",
-    "NameOrIndex",
-    "Nullable",
-    "Number",
     "OverridesConfig",
     "ParamSpec",
     "ParamValue",
     "PeriodicContext",
     "Secret",
-    "Section",
-    "Text",
     "ToolsConfig",
     "WakewordConfig",
     "default_config",

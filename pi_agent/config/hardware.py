@@ -18,7 +18,6 @@ from pi_agent.config.schema import (
     Field,
     FilePath,
     Flag,
-    Invalid,
     Kind,
     Nullable,
     Number,
@@ -31,6 +30,7 @@ from pi_agent.config.schema import (
 )
 from pi_agent.core.patterns import DEFAULT_PATTERNS, Pattern, parse_pattern
 from pi_agent.core.states import STATE_NAMES, State
+from pi_agent.errors import Invalid
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,6 @@ from pi_agent.config.schema import (
     Field,
     FilePath,
     Flag,
-    Invalid,
     JsonObject,
     Kind,
     NameOrIndex,
@@ -52,7 +51,7 @@ from pi_agent.config.tools import (
     ToolsConfig,
 )
 from pi_agent.config.wakeword import WAKEWORD_SECTION, WakewordConfig
-from pi_agent.errors import ConfigError
+from pi_agent.errors import ConfigError, Invalid
 
 log = logging.getLogger(__name__)
 

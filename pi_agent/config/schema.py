@@ -16,6 +16,8 @@ from typing import Any, Final
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from pi_agent.errors import Invalid
+
 NULL_TAG = "tag:yaml.org,2002:null"
 MERGE_TAG = "tag:yaml.org,2002:merge"
 MAP_TAG, SEQ_TAG = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
@@ -29,15 +31,6 @@ _repr.maxlevel = 3
 
 
 BAD: Final = object()  # marks a value whose problems were already reported
-
-
-class Invalid(Exception):
-    """A rejected value: `what` goes before '; expected', `expected` overrides the kind's."""
-
-    def __init__(self, what: str, expected: str | None = None) -> None:
-        super().__init__(what)
-        self.what = what
-        self.expected = expected
 
 
 def show(value: object) -> str:

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, cast
 
-from pi_agent.config.schema import Context, FilePath, Invalid, show
-from pi_agent.errors import ConfigError
+from pi_agent.config.schema import Context, FilePath, show
+from pi_agent.errors import ConfigError, Invalid
 
 if TYPE_CHECKING:
     from pi_agent.config.loader import AgentConfig

@@ -17,7 +17,6 @@ from pi_agent.config.schema import (
     Choice,
     Context,
     Field,
-    Invalid,
     Kind,
     Nullable,
     Number,
@@ -31,6 +30,7 @@ from pi_agent.config.schema import (
     show,
     wrong_type,
 )
+from pi_agent.errors import Invalid
 
 # Built-in client tools, in the order the example config lists them.
 BUILTIN_NAMES = (

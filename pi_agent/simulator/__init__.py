@@ -1,5 +1,6 @@
 """Local Agents-compatible server (echo agent, scenarios) for the demo, tests and benchmarks."""
 
+from pi_agent.errors import ScenarioError
 from pi_agent.simulator.agent import AgentTurn, EchoAgent, EchoConfig
 from pi_agent.simulator.cli import add_arguments, main, options_from_args, run_from_args
 from pi_agent.simulator.records import ClientEvent, ConversationRecord, PingRecord, SentEvent
@@ -7,7 +8,6 @@ from pi_agent.simulator.scenario import (
     Close,
     Echo,
     Scenario,
-    ScenarioError,
     Send,
     SendAudio,
     SendMetadata,

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from pi_agent.core.audio import formats
-from pi_agent.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE
-from pi_agent.simulator.scenario import ScenarioError, load_scenario
+from pi_agent.errors import EX_OK, EX_UNAVAILABLE, EX_USAGE, ScenarioError
+from pi_agent.simulator.scenario import load_scenario
 from pi_agent.simulator.server import (
     AUDIO_CHUNK_MS,
     PING_INTERVAL_S,

@@ -31,7 +31,7 @@ import yaml
 from pi_agent.core import protocol
 from pi_agent.core.audio import formats
 from pi_agent.core.audio.formats import AudioFormat
-from pi_agent.errors import PiAgentError
+from pi_agent.errors import ScenarioError
 from pi_agent.simulator.agent import TONE_LEVEL_DBFS, tone
 
 Int16Array = npt.NDArray[np.int16]
@@ -47,10 +47,6 @@ MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: control frame payload 125 bytes mi
 SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)}) | frozenset(
     range(3000, 5000)
 )
-
-
-class ScenarioError(PiAgentError, ValueError):
-    """A scenario description is invalid; the message names the step and the field."""
 
 
 @dataclass(frozen=True, slots=True)

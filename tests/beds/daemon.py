@@ -78,6 +78,24 @@ def make_config(tmp_path: Path, server_url: str, **sections: dict[str, Any]) -> 
     return load_config(path), path
 
 
+def bed_daemon(
+    cfg: Config,
+    path: Path,
+    mic: ScriptedMic,
+    pins: MockFactory,
+    notify_path: Path,
+    notify_env: dict[str, str] | None = None,
+) -> Daemon:
+    """A Daemon on the bed's parts: the scripted microphone, a paced speaker, mock pins."""
+    return Daemon(
+        cfg,
+        path,
+        devices=lambda c: (mic, FileSpeaker(None, 1.0)),
+        pin_factory=pins,
+        notifier=Notifier({"NOTIFY_SOCKET": str(notify_path), **(notify_env or {})}),
+    )
+
+
 @contextlib.asynccontextmanager
 async def daemon_bed(
     tmp_path: Path,
@@ -92,13 +110,7 @@ async def daemon_bed(
         mic = ScriptedMic()
         pins = MockFactory(pin_class=MockPWMPin)
         notify = NotifySink(tmp_path / "notify.sock")
-        daemon = Daemon(
-            cfg,
-            path,
-            devices=lambda c: (mic, FileSpeaker(None, 1.0)),
-            pin_factory=pins,
-            notifier=Notifier({"NOTIFY_SOCKET": str(notify.path), **(notify_env or {})}),
-        )
+        daemon = bed_daemon(cfg, path, mic, pins, notify.path, notify_env)
         bed = Bed(daemon, sim, mic, notify, pins, tmp_path / "control.sock", path)
         bed.task = asyncio.create_task(daemon.run())
         try:

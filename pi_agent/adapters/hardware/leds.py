@@ -266,6 +266,12 @@ class LedController:
             self.render()
         self._changed.set()
 
+    @property
+    def frame_wait_s(self) -> float:
+        """How long run() waits for the next frame: a frame for an animated pattern, else only
+        the occasional refresh (a static pattern costs no frames)."""
+        return FRAME_INTERVAL_S if self.shown.animated else STATIC_REFRESH_S
+
     def override(self, pattern: Pattern | None) -> None:
         """Show `pattern` instead of the state's (set_led), or (None) the state's pattern again."""
         if self._closed or pattern == self._override:
@@ -279,9 +285,8 @@ class LedController:
         """Animate until close() or cancellation; static patterns sleep until the next show()."""
         while not self._closed:
             self._changed.clear()
-            wait_s = FRAME_INTERVAL_S if self.shown.animated else STATIC_REFRESH_S
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
+                async with asyncio.timeout(self.frame_wait_s):
                     await self._changed.wait()
             if not self._closed and not self._changed.is_set():
                 self.render()  # show() already wrote the first frame of a new pattern

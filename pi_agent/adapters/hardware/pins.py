@@ -21,23 +21,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from pi_agent.errors import EX_CONFIG, EX_IOERR, ConfigError, PiAgentError
+from pi_agent.errors import (
+    ConfigError,
+    GpioError,
+    GpioLibraryMissing,
+    PiAgentError,
+)
 
 log = logging.getLogger(__name__)
 
 PI5_NOTE = "on a Raspberry Pi 5 only lgpio works"
-
-
-class GpioError(PiAgentError, OSError):
-    """A GPIO pin, SPI bus or pin library could not be used."""
-
-    exit_code = EX_IOERR
-
-
-class GpioLibraryMissing(GpioError):
-    """The configured pin library is not installed; restarting will not help, installing will."""
-
-    exit_code = EX_CONFIG
 
 
 @dataclass(frozen=True, slots=True)
