@@ -223,6 +223,9 @@ check_key_file() {
     if tr -d '\r\n' <"$file" | grep -q '[[:space:][:cntrl:]]'; then
         die "the API key $name has whitespace or control characters inside the key (not shown)"
     fi
+    if tr -d '\r\n' <"$file" | LC_ALL=C grep -q '[^ -~]'; then
+        die "the API key $name has characters that are not plain ASCII, such as curly quotes from a copy-paste (not shown); expected the key exactly as the dashboard shows it"
+    fi
 }
 
 # read_key: validate the key given with --api-key-file (stdin is copied to a private temp file)

@@ -188,8 +188,9 @@ def test_the_key_can_come_on_stdin(install: Installer) -> None:
         ("", "is empty"),
         (f"{KEY} {KEY}\n", "whitespace or control characters"),
         (f"{KEY}\n{KEY}\n", "more than one line"),
+        (f"\u2018{KEY}\u2019\n", "not plain ASCII"),
     ],
-    ids=["empty", "inner-space", "two-lines"],
+    ids=["empty", "inner-space", "two-lines", "curly-quotes"],
 )
 def test_a_bad_key_is_refused_before_anything_is_installed(
     install: Installer, tmp_path: Path, content: str, reason: str

@@ -7,6 +7,7 @@ decides nothing else. API keys and signed-URL tokens never enter a message or a 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import ipaddress
 import json
 import logging
@@ -89,8 +90,18 @@ def rest_base(server_url: str) -> str:
 
 
 def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying TLS context: the system store, or only `ca_file` when given."""
-    ctx = ssl.create_default_context(cafile=ca_file)
+    """A verifying TLS context: the system store, or only `ca_file` when given.
+
+    A CA file that is not a PEM certificate raises LinkError naming the setting; check-config
+    refuses such a file too, so this only happens when it changed after the daemon started.
+    """
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        why = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else type(exc).__name__
+        raise LinkError(
+            f"agent.tls_ca_file {ca_file} cannot be used: {why}; expected PEM certificates"
+        ) from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 
@@ -132,6 +143,10 @@ def _fetch_signed_url_blocking(
         raise LinkError(f"the signed-URL call failed with HTTP {status}") from None
     except urllib.error.URLError as exc:
         raise LinkError(f"the signed-URL call failed: {_reason(exc.reason)}") from None
+    except http.client.HTTPException as exc:  # a status line or header that is not HTTP
+        raise LinkError(
+            f"the signed-URL call got an answer that is not valid HTTP ({type(exc).__name__})"
+        ) from None
     except (TimeoutError, OSError) as exc:
         raise LinkError(f"the signed-URL call failed: {_reason(exc)}") from None
     try:

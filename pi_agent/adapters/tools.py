@@ -291,8 +291,9 @@ async def run_command(
             cwd="/",
             start_new_session=True,  # its own process group, so a kill reaches its children
         )
-    except OSError as exc:
-        return CommandOutcome("", error=f"could not start {argv[0]}: {exc.strerror or exc}")
+    except (OSError, ValueError) as exc:  # ValueError: an argument with a NUL byte
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return CommandOutcome("", error=f"could not start {argv[0]}: {why}")
     try:
         finished, _ = await asyncio.wait([proto.done], timeout=timeout_s)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -208,6 +209,23 @@ class _WsUrl(Kind):
         return f"{scheme}://{parts.netloc}"
 
 
+class _CaFile(FilePath):
+    """A readable file of PEM CA certificates, loaded the way the link will load it."""
+
+    expected = "a PEM file of CA certificates"
+
+    def check(self, value: object, ctx: Context) -> object:
+        path = cast(Path, super().check(value, ctx))
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except (ssl.SSLError, ValueError) as exc:
+            why = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else "no certificate"
+            raise Invalid(f"{show(value)} holds no usable certificate ({why})") from None
+        except OSError as exc:
+            raise Invalid(f"{show(value)} cannot be read ({exc.strerror or exc})") from None
+        return path
+
+
 def _is_loopback(host: str) -> bool:
     """Tell whether `host` is localhost, 127.0.0.0/8 or ::1 (unencrypted is safe only there)."""
     if host == "localhost":
@@ -256,7 +274,7 @@ _AGENT = Section(
         Field("agent_id", _ID, None, "the ElevenLabs agent id", required=True),
         Field("server_url", _WsUrl(), DEFAULT_SERVER_URL, "service base URL, stored without '/'"),
         Field("api_key_file", Nullable(KeyFile()), None, "file holding the API key"),
-        Field("tls_ca_file", Nullable(FilePath()), None, "CA bundle to trust instead of the OS's"),
+        Field("tls_ca_file", Nullable(_CaFile()), None, "CA bundle to trust instead of the OS's"),
         Field("user_id", _OPT_TEXT, None, "sent as user_id"),
         Field("source", Text(), "unknown", "sent as source_info.source"),
         Field("environment", _OPT_TEXT, None, "agent environment to use"),

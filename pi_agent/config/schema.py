@@ -263,6 +263,9 @@ class NameOrIndex(Kind):
         return value
 
 
+OUTPUT_EXPECTED = "a regular file, or a path for a new one"
+
+
 class FilePath(Kind):
     """A path (~ expanded, relative to the config folder); `need` checks the filesystem."""
 
@@ -283,8 +286,14 @@ class FilePath(Kind):
         if self.need == "parent":
             if not path.parent.is_dir():
                 raise Invalid(f"{named}: folder {str(path.parent)!r} does not exist")
+            if path.is_symlink():  # an output is never written through a link
+                raise Invalid(f"{named} is a symbolic link", "a regular file or a new file's path")
             if path.is_dir():
                 raise Invalid(f"{named} is a folder")
+            if path.exists() and not path.is_file():
+                raise Invalid(
+                    f"{named} is not a regular file", "a regular file or a new file's path"
+                )
             return path
         try:
             if not path.is_file():

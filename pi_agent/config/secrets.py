@@ -28,7 +28,8 @@ KEY_FILE_FIX = "chmod 600"
 
 
 class KeyFile(FilePath):
-    """A readable file that not everyone may write (check-config refuses what the daemon would)."""
+    """A readable key file that not everyone may write, holding a usable key (check-config
+    refuses what the daemon would; the key is never shown)."""
 
     def check(self, value: object, ctx: Context) -> object:
         path = cast(Path, super().check(value, ctx))
@@ -39,6 +40,11 @@ class KeyFile(FilePath):
         refused = _writable_by_anyone(path, mode, show(value))
         if refused is not None:
             raise refused
+        try:  # the key itself, as the daemon will read it: a bad one fails here, not mid-run
+            _read_key(path, check_mode=False)
+        except ConfigError as exc:
+            what, _, expected = exc.problems[0].partition("; expected ")
+            raise Invalid(what, expected or None) from None
         return path
 
 
@@ -144,8 +150,17 @@ def _check_key_mode(path: Path, mode: int) -> None:
 
 
 def _checked_key(key: str, where: str, source: str) -> Secret:
-    """Refuse keys with inner whitespace or control characters (they would corrupt headers)."""
+    """Refuse keys with inner whitespace, control or non-ASCII characters: they would corrupt
+    the request header or fail to encode in it. Messages never show the key."""
     if any(ch.isspace() or not ch.isprintable() for ch in key):
         problem = f"{where} has whitespace or control characters inside the key (not shown)"
         raise ConfigError([f"{problem}; expected the API key on one line"], source)
+    if not key.isascii():
+        problem = (
+            f"{where} has characters that are not plain ASCII (not shown), such as the curly "
+            "quotes a copy-paste brings along"
+        )
+        raise ConfigError(
+            [f"{problem}; expected the key exactly as the dashboard shows it"], source
+        )
     return Secret(key)

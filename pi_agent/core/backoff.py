@@ -71,6 +71,7 @@ PERMANENT_TEXTS = (
     "does not know this agent",
     "invalid server url",
     "url; expected",  # the signed-URL call returned the wrong scheme: a configuration problem
+    "agent.tls_ca_file",  # the configured CA file cannot be used
 )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import sys
 import wave
 from types import TracebackType
@@ -79,6 +81,37 @@ def read_wav(path: PathLike) -> tuple[Int16Array, int]:
     return np.clip(np.rint(mono), INT16_MIN, INT16_MAX).astype(np.int16), rate
 
 
+# An output file is created or truncated only as a regular file: never through a symbolic
+# link (which could point at any file the daemon may write), never a FIFO or a device.
+OUTPUT_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+OUTPUT_MODE = 0o644
+OUTPUT_EXPECTED = "expected a regular file to write the WAV to"
+
+
+def _open_output(path: str) -> BinaryIO:
+    """Open `path` for writing from its start, refusing links and anything not a regular file."""
+    try:
+        fd = os.open(path, OUTPUT_OPEN_FLAGS, OUTPUT_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioError(
+                f"{path} is a symbolic link; expected a regular file (pi-agent does not write "
+                "through links)"
+            ) from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads (O_NONBLOCK: we do not wait)
+            raise AudioError(f"{path} is not a regular file; {OUTPUT_EXPECTED}") from None
+        raise AudioError(f"{path}: cannot create WAV file: {exc.strerror or exc}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AudioError(f"{path} is not a regular file; {OUTPUT_EXPECTED}")
+        os.set_blocking(fd, True)
+        os.ftruncate(fd, 0)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class WavWriter:
     """Streams int16 mono samples into a 16-bit WAV; the header is finalised on close()."""
 
@@ -88,11 +121,7 @@ class WavWriter:
         self.path = os.fspath(path)
         self.rate = rate
         self.frames_written = 0
-        try:
-            # Long-lived on purpose: the writer owns the file until close().
-            file = open(self.path, "wb")  # noqa: SIM115
-        except OSError as exc:
-            raise AudioError(f"{self.path}: cannot create WAV file: {exc.strerror or exc}") from exc
+        file = _open_output(self.path)  # long-lived on purpose: owned until close()
         self._file: BinaryIO | None = file
         self._wav = wave.open(file, "wb")  # noqa: SIM115 - closed in close()
         self._wav.setnchannels(OUTPUT_CHANNELS)
