@@ -332,8 +332,9 @@ SUPERVISION_ROWS = [
         "ends `internal`",
     ],
 ]
-# The hand-written sections from here on (soak figures) are kept when the document is rewritten.
-KEPT_FROM = "\n## Soak"
+# The hand-written sections from here on (hostile input, soak figures) are kept when the
+# document is rewritten.
+KEPT_FROM = "\n## Hostile input"
 
 
 def supervision_section() -> str:

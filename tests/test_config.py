@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import MappingProxyType
@@ -31,6 +32,7 @@ from pi_agent.config import (
 from pi_agent.config import loader as cfgmod
 from pi_agent.config.schema import Field, Flag, Section
 from pi_agent.errors import EX_CONFIG, ConfigError
+from tests.beds.faultnet import make_tls_files
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "pi-agent.yaml"
 KEY = "sk_test_0123456789abcdef"  # a fake API key that must never show up in any message
@@ -444,7 +446,7 @@ def test_relative_paths_resolve_against_the_config_folder(
     (etc / "out").mkdir(parents=True)
     home.mkdir()
     (etc / "in.wav").write_bytes(b"RIFF")
-    (home / "ca.pem").write_text("pem")
+    shutil.copy(make_tls_files(tmp_path / "tls").ca_cert, home / "ca.pem")
     (etc / "pi.yaml").write_text(
         "agent:\n  agent_id: a\n  tls_ca_file: ~/ca.pem\n"
         "audio:\n  backend: file\n  input_file: in.wav\n  output_file: out/agent.wav\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from pi_agent.core.audio.earcons import earcon
 from pi_agent.core.audio.echo import EchoGuard
 from pi_agent.core.audio.playback import PlaybackQueue
 from pi_agent.core.audio.resample import Resampler
+from pi_agent.core.bounds import RecentIds, printable, quote
 from pi_agent.core.ending import EndKind, EndReason
 from pi_agent.core.session import (
     Action,
@@ -63,6 +65,11 @@ DRAIN_LIMIT_S = 30.0
 HANGUP_GRACE_S = 3.0
 # Tasks whose OSError is the sound card's: the conversation ends as `device`, not `internal`.
 DEVICE_TASKS = frozenset({"microphone", "playback"})
+# Tool calls held at once: running, or answered with the answer waiting to be sent. A server
+# that floods calls and never reads gets the rest dropped (counted), not a task each.
+MAX_PENDING_TOOL_CALLS = 32
+# Tool call ids remembered to run each call once (a replayed call must not run twice).
+TOOL_CALL_IDS_REMEMBERED = 1000
 # Repeated protocol problems are logged this many times, then counted quietly.
 PROBLEM_LOG_LIMIT = 5
 # Close reason the vendor JS client uses when the user ends the conversation (reference 1.7).
@@ -185,6 +192,9 @@ class Conversation:
         self._audio_ready = asyncio.Event()
         self._out_resampler: Resampler | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._tool_call_ids = RecentIds(TOOL_CALL_IDS_REMEMBERED)
+        self.tool_calls_dropped = 0  # refused: MAX_PENDING_TOOL_CALLS were pending
+        self.tool_calls_repeated = 0  # ignored: a call id already run
         self._failure: tuple[str, BaseException] | None = None  # the first task that raised
         self._last_audio_id: int | None = None
         self._earcon_samples = 0  # samples of an earcon still to play (not agent speech)
@@ -452,10 +462,7 @@ class Conversation:
                 self.timeline.started = loop.time()
                 self._started.set()
             case ToolCall(call=call):
-                task = asyncio.create_task(self._run_tool(call), name=f"tool-{call.tool_name}")
-                self._tool_tasks.add(task)
-                task.add_done_callback(self._tool_tasks.discard)
-                task.add_done_callback(self._task_done)
+                self._start_tool(call)
             case Notice(event=p.McpToolCall() as mcp):
                 answer = self._mcp.answer(mcp)  # MCP approval: fails closed, once per id (2.9)
                 if answer is not None:
@@ -463,14 +470,32 @@ class Conversation:
                         await self._send(p.encode(answer))
             case Problem(text=text):
                 self.problems += 1
-                if self.problems <= PROBLEM_LOG_LIMIT:
-                    log.warning("%s", text)
-                else:
-                    log.debug("%s", text)
+                level = logging.WARNING if self.problems <= PROBLEM_LOG_LIMIT else logging.DEBUG
+                log.log(level, "%s", printable(text))
             case Line() | Notice():
                 pass
         if self.listener is not None:
             self.listener(action)
+
+    def _start_tool(self, call: p.ClientToolCall) -> None:
+        """Run a tool call once per id, and only while few are pending."""
+        if not self._tool_call_ids.first_time(call.tool_call_id):
+            self.tool_calls_repeated += 1
+            self._note_refused_call(f"call id {call.tool_call_id!r} was already run")
+            return
+        if len(self._tool_tasks) >= MAX_PENDING_TOOL_CALLS:
+            self.tool_calls_dropped += 1
+            self._note_refused_call(f"{MAX_PENDING_TOOL_CALLS} calls are pending")
+            return
+        task = asyncio.create_task(self._run_tool(call), name=f"tool-{quote(call.tool_name)}")
+        self._tool_tasks.add(task)
+        task.add_done_callback(self._tool_tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _note_refused_call(self, why: str) -> None:
+        refused = self.tool_calls_repeated + self.tool_calls_dropped
+        level = logging.WARNING if refused == 1 else logging.DEBUG  # once per conversation
+        log.log(level, "ignored a client tool call: %s (%d ignored so far)", why, refused)
 
     async def _start_audio(self, started: MetadataReceived) -> None:
         rate = await self.speaker.device_rate(started.output_format.sample_rate)
@@ -497,9 +522,24 @@ class Conversation:
         if event_id < self.playback.gate:
             self.playback.push(event_id, samples)  # counted as stale, not resampled
             return
+        queue = self.playback
         if self._out_resampler is not None:
+            # Cut what cannot be queued before resampling: a 16 MiB frame of 8 kHz audio would
+            # be 150 MB at 48 kHz.
+            ratio = queue.sample_rate / self._out_resampler.src_rate
+            room = math.ceil(max(0, queue.max_queued - queue.queued_samples) / ratio) + 1
+            if len(samples) > room:
+                queue.overflow_samples += int((len(samples) - room) * ratio)
+                samples = samples[:room]
             samples = self._out_resampler.process(samples)
-        if self.playback.push(event_id, samples, now):
+        overflow = self.playback.overflow_samples
+        accepted = self.playback.push(event_id, samples, now)
+        if self.playback.overflow_samples and not overflow:  # once per conversation
+            log.warning(
+                "dropping agent audio beyond %.0f s queued for the speaker",
+                self.playback.max_queued / self.playback.sample_rate,
+            )
+        if accepted:
             if self.timeline.first_audio is None:
                 self.timeline.first_audio = now
             if self.mic.finished and self.timeline.first_audio_after_input is None:

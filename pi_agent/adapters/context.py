@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from pi_agent.adapters.tools import run_command
 from pi_agent.config import PeriodicContext, expand_template
+from pi_agent.core.bounds import printable
 from pi_agent.core.ending import EndReason
 from pi_agent.core.session import Line
 from pi_agent.errors import LinkError
@@ -150,8 +151,8 @@ class TranscriptLog:
         return True
 
     def _log(self, fmt: str, role: str, text: str) -> None:
-        if self.enabled:
-            log.info("conversation %s " + fmt + ": %s", self.conversation_id, role, text)
+        if self.enabled:  # the session clipped the line; a newline must not forge a log line
+            log.info("conversation %s " + fmt + ": %s", self.conversation_id, role, printable(text))
 
 
 # ---------------------------------------------------------------------------- end reasons

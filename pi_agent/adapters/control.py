@@ -27,10 +27,23 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "control.sock"
 DEFAULT_RUNTIME_DIR = Path("/run/pi-agent")
 MAX_REQUEST_BYTES = 4096  # a command plus up to a few KB of text for `say`/`context`
-REQUEST_TIMEOUT_S = 5.0  # a client that connects and says nothing is dropped after this
+REPLY_LIMIT_BYTES = 64 * 1024  # a status reply is well under 4 KB: server strings are clipped
+REQUEST_TIMEOUT_S = 2.0  # a client that connects and says nothing is dropped after this
+# Requests served at once; more are answered "busy" and closed at once, so a flood of idle
+# connections cannot use up the daemon's file descriptors.
+MAX_CONNECTIONS = 16
+# How long start() waits for a daemon already on the socket to answer a connect.
+LIVE_CHECK_TIMEOUT_S = 1.0
 CLIENT_TIMEOUT_S = 10.0  # the CLI gives up on a daemon that does not answer
 COMMANDS = ("wake", "end", "status", "say", "context", "mute")
 TEXT_COMMANDS = ("say", "context")
+REQUEST_SHAPE = '{"cmd": ..., "text": ...}'
+
+# Linux's SO_PEERGROUPS (asm-generic/socket.h; Python's socket module does not name it), and the
+# buffer for the answer: 4 bytes a group, 1024 bytes (the most getsockopt takes) is 256 groups.
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+GID_BYTES = 4
+PEERGROUPS_BUFFER_BYTES = 1024
 
 Handler = Callable[[str, str], Awaitable[dict[str, Any]]]
 
@@ -53,15 +66,18 @@ def peer_ids(sock: socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-def _peer_groups(pid: int) -> set[int]:
-    """Supplementary groups of a local process, from /proc (empty when unreadable)."""
+def peer_groups(sock: socket.socket) -> set[int]:
+    """Supplementary groups of the process at the other end, from the kernel (SO_PEERGROUPS).
+
+    Not from /proc/<pid>/status: the unit's ProtectProc=invisible hides other users' processes.
+    Empty when the kernel cannot say (before Linux 4.13, or more groups than the buffer holds).
+    """
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Groups:"):
-                return {int(g) for g in line.split()[1:]}
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, PEERGROUPS_BUFFER_BYTES)
     except OSError:
-        pass
-    return set()
+        return set()
+    count = len(raw) // GID_BYTES
+    return set(struct.unpack(f"{count}I", raw[: count * GID_BYTES]))
 
 
 def parse_request(data: bytes) -> tuple[str, str]:
@@ -72,6 +88,10 @@ def parse_request(data: bytes) -> tuple[str, str]:
         obj = json.loads(data)
     except (UnicodeDecodeError, ValueError):
         raise ValueError('request is not JSON; expected {"cmd": ..., "text": ...}') from None
+    except RecursionError:
+        raise ValueError(
+            'request is nested too deeply; expected {"cmd": ..., "text": ...}'
+        ) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("cmd"), str):
         raise ValueError("request has no string 'cmd'")
     cmd, text = obj["cmd"], obj.get("text", "")
@@ -93,14 +113,27 @@ class ControlServer:
         self.group = group
         self._server: asyncio.Server | None = None
         self._allowed_gid: int | None = None
+        self._created: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we bound
+        self._active = 0
         self.refused = 0
         self.rejected = 0
+        self.busy = 0
 
     async def start(self) -> None:
-        """Bind the socket (replacing a stale one) with mode 0660 and the control group."""
-        with contextlib.suppress(FileNotFoundError):
-            if self.path.is_socket():
-                self.path.unlink()
+        """Bind the socket (replacing a stale one) with mode 0660 and the control group.
+
+        Raises ControlError when a live daemon answers on the socket already: taking its socket
+        would leave that daemon running but unreachable.
+        """
+        if self.path.is_socket():
+            if await _answers(self.path):
+                raise ControlError(
+                    f"another pi-agent is already running and answering on {self.path}; stop "
+                    "it first (sudo systemctl stop pi-agent) or give this one another "
+                    "control.socket"
+                )
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # stale: left by a daemon that was killed
         try:
             self._server = await asyncio.start_unix_server(
                 self._serve, path=str(self.path), limit=MAX_REQUEST_BYTES
@@ -114,25 +147,35 @@ class ControlServer:
         except (OSError, KeyError) as exc:
             raise ControlError(f"cannot create the control socket {self.path}: {exc}") from exc
         self._allowed_gid = gid
+        info = self.path.stat()
+        self._created = (info.st_dev, info.st_ino)
         log.debug("control socket at %s", self.path)
 
     async def close(self) -> None:
+        """Stop serving; remove the socket only if it is still the one this server created."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
         with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+            info = self.path.stat()
+            if (info.st_dev, info.st_ino) == self._created:
+                self.path.unlink()
 
     def _allowed(self, sock: socket.socket) -> bool:
-        pid, uid, gid = peer_ids(sock)
+        _, uid, gid = peer_ids(sock)
         if uid in (0, os.geteuid()):
             return True
         allowed = self._allowed_gid
-        return allowed is not None and (gid == allowed or allowed in _peer_groups(pid))
+        return allowed is not None and (gid == allowed or allowed in peer_groups(sock))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._active += 1
         try:
+            if self._active > MAX_CONNECTIONS:
+                self.busy += 1
+                await self._reply(writer, {"ok": False, "error": "busy: too many requests"})
+                return
             sock = writer.get_extra_info("socket")
             if sock is None or not self._allowed(sock):
                 self.refused += 1
@@ -159,6 +202,7 @@ class ControlServer:
         except ConnectionError:
             pass
         finally:
+            self._active -= 1
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -169,17 +213,36 @@ class ControlServer:
         await writer.drain()
 
 
+async def _answers(path: Path) -> bool:
+    """Whether a process accepts connections on the Unix socket `path` (a live daemon)."""
+    try:
+        async with asyncio.timeout(LIVE_CHECK_TIMEOUT_S):
+            _, writer = await asyncio.open_unix_connection(str(path))
+    except (OSError, TimeoutError):
+        return False  # refused: nobody listens, the socket file is stale
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+    return True
+
+
 async def request(path: Path, cmd: str, text: str = "") -> dict[str, Any]:
     """Send one command to the daemon and return its reply."""
     try:
         async with asyncio.timeout(CLIENT_TIMEOUT_S):
-            reader, writer = await asyncio.open_unix_connection(
-                str(path), limit=MAX_REQUEST_BYTES * 16
-            )
+            reader, writer = await asyncio.open_unix_connection(str(path), limit=REPLY_LIMIT_BYTES)
             writer.write(json.dumps({"cmd": cmd, "text": text}).encode() + b"\n")
             await writer.drain()
-            line = await reader.readline()
-            writer.close()
+            try:
+                line = await reader.readline()
+            except ValueError:  # over the reader's limit
+                raise ControlError(
+                    f"the daemon's reply is longer than {REPLY_LIMIT_BYTES} bytes"
+                ) from None
+            finally:
+                writer.close()
+    except ControlError:
+        raise
     except FileNotFoundError:
         raise ControlError(f"no daemon is listening at {path} (is pi-agent running?)") from None
     except PermissionError:

@@ -24,6 +24,7 @@ from typing import Any
 
 from pi_agent.config import CommandTool, ParamSpec, ParamValue, matches_type, show
 from pi_agent.core import protocol as p
+from pi_agent.core.bounds import MAX_ID_CHARS, RecentIds
 from pi_agent.errors import ToolError
 
 log = logging.getLogger(__name__)
@@ -205,10 +206,10 @@ def check_parameters(
 
 
 def as_argument(value: ParamValue) -> str:
-    """A parameter value as one command-line argument (booleans as true/false)."""
+    """A parameter value as one command-line argument (booleans as true/false; -0.0 is 0.0)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
+    return repr(value + 0.0) if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -321,7 +322,19 @@ def command_tool(cfg: CommandTool) -> Tool:
         argv = [cfg.argv[0]]
         for arg in cfg.argv[1:]:
             name = arg[1:-1] if arg.startswith("{") and arg.endswith("}") else ""
-            argv.append(as_argument(parameters[name]) if name in cfg.parameters else arg)
+            if name not in cfg.parameters:
+                argv.append(arg)
+                continue
+            value = as_argument(parameters[name])
+            if value.startswith("-") and "--" not in argv:
+                # A negative number would reach the program as an option ('-5'); after a '--'
+                # argument, option parsers take it as an operand.
+                raise ToolError(
+                    f"parameter {name!r}: {value} would reach {cfg.argv[0]} as an option; "
+                    f"expected a number of at least 0 (a tool that takes negative numbers "
+                    f"puts '--' before '{{{name}}}' in its argv)"
+                )
+            argv.append(value)
         outcome = await run_command(argv, cfg.timeout_s, cfg.max_output_bytes)
         if outcome.error is not None:
             raise ToolError(outcome.error)
@@ -340,15 +353,14 @@ class McpApprovals:
 
     def __init__(self, allow: Collection[str]) -> None:
         self.allow = frozenset(allow)
-        self._answered: dict[str, None] = {}  # insertion-ordered: oldest ids are dropped first
+        self._answered = RecentIds(MCP_ANSWERED_LIMIT)
 
     def answer(self, call: p.McpToolCall) -> p.McpToolApprovalResult | None:
         """The approval result to send for `call`, or None (not awaiting approval, or answered)."""
-        if call.state != "awaiting_approval" or call.tool_call_id in self._answered:
+        if call.state != "awaiting_approval" or len(call.tool_call_id) > MAX_ID_CHARS:
             return None
-        self._answered[call.tool_call_id] = None
-        if len(self._answered) > MCP_ANSWERED_LIMIT:
-            del self._answered[next(iter(self._answered))]
+        if not self._answered.first_time(call.tool_call_id):
+            return None
         approved = call.tool_name in self.allow
         log.info(
             "MCP tool %r (%s): %s",

@@ -303,7 +303,7 @@ _AUDIO = Section(
     [
         Field("backend", Choice("pyaudio", "file"), "pyaudio", "sound card or WAV files"),
         Field("input_file", Nullable(FilePath()), None, "WAV played as the user (file backend)"),
-        Field("output_file", Nullable(FilePath("parent")), None, "agent audio WAV; null = discard"),
+        Field("output_file", Nullable(FilePath("output")), None, "agent audio WAV; null = discard"),
         Field("file_speed", Number(0, 100), 1.0, "input pacing; 1 = real time, 0 = no waiting"),
         Field("input_device", Nullable(NameOrIndex()), None, "microphone; null = default"),
         Field("output_device", Nullable(NameOrIndex()), None, "speaker; null = default"),

@@ -270,8 +270,10 @@ class FilePath(Kind):
     """A path (~ expanded, relative to the config folder); `need` checks the filesystem."""
 
     def __init__(self, need: str = "file") -> None:
-        self.need = need  # "file": readable regular file; "parent": its folder must exist
-        self.expected = "a path in an existing folder" if need == "parent" else "a readable file"
+        # "file": a readable regular file; "parent": its folder must exist; "output": as
+        # "parent", and if it exists, a regular file and not a symbolic link (written to).
+        self.need = need
+        self.expected = "a readable file" if need == "file" else "a path in an existing folder"
 
     def check(self, value: object, ctx: Context) -> object:
         if not isinstance(value, str):
@@ -283,17 +285,15 @@ class FilePath(Kind):
         except RuntimeError:  # `~nosuchuser/...`: the home folder cannot be found
             raise Invalid(f"{show(value)} names the home folder of an unknown user") from None
         named = show(value) if str(path) == value else f"{show(value)} (resolved to {str(path)!r})"
-        if self.need == "parent":
+        if self.need in ("parent", "output"):
             if not path.parent.is_dir():
                 raise Invalid(f"{named}: folder {str(path.parent)!r} does not exist")
-            if path.is_symlink():  # an output is never written through a link
-                raise Invalid(f"{named} is a symbolic link", "a regular file or a new file's path")
+            if self.need == "output" and path.is_symlink():  # never written through a link
+                raise Invalid(f"{named} is a symbolic link", OUTPUT_EXPECTED)
             if path.is_dir():
                 raise Invalid(f"{named} is a folder")
-            if path.exists() and not path.is_file():
-                raise Invalid(
-                    f"{named} is not a regular file", "a regular file or a new file's path"
-                )
+            if self.need == "output" and path.exists() and not path.is_file():
+                raise Invalid(f"{named} is not a regular file", OUTPUT_EXPECTED)
             return path
         try:
             if not path.is_file():

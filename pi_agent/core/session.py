@@ -13,6 +13,7 @@ import numpy.typing as npt
 
 from pi_agent.core import protocol as p
 from pi_agent.core.audio import formats
+from pi_agent.core.bounds import MAX_ID_CHARS, MAX_LINE_CHARS, clip, printable, quote
 from pi_agent.core.ending import EndKind, EndReason
 from pi_agent.errors import AudioFormatError
 
@@ -20,6 +21,8 @@ Samples = npt.NDArray[np.int16]
 
 # A ping_ms beyond this (10 minutes) is garbage, not a round trip: it is not recorded.
 MAX_PLAUSIBLE_RTT_MS = 600_000
+# Distinct unknown message types reported once each; more are counted, not remembered.
+MAX_UNKNOWN_TYPES_REMEMBERED = 64
 
 
 # ---------------------------------------------------------------------------------- actions
@@ -147,13 +150,18 @@ class Session:
             case p.UserTranscript(user_transcript=text, event_id=event_id):
                 self.user_turns += 1
                 self.awaiting_reply = True
-                return [Line("user", text, event_id)]
+                return [Line("user", clip(text, MAX_LINE_CHARS), event_id)]
             case p.AgentResponse(agent_response=text, event_id=event_id):
                 self.agent_turns += 1
                 self.awaiting_reply = False
-                return [Line("agent", text, event_id)]
+                return [Line("agent", clip(text, MAX_LINE_CHARS), event_id)]
             case p.AgentResponseCorrection(corrected_agent_response=text, event_id=event_id):
-                return [Line("agent-correction", text, event_id)]
+                return [Line("agent-correction", clip(text, MAX_LINE_CHARS), event_id)]
+            case p.ClientToolCall(tool_call_id=call_id) if len(call_id) > MAX_ID_CHARS:
+                self.counters.protocol_errors += 1
+                return [
+                    Problem(f"ignored a client tool call whose id is {len(call_id)} characters")
+                ]
             case p.ClientToolCall():
                 return [ToolCall(event)]
             case p.AgentToolResponse(tool_name="end_call"):
@@ -161,10 +169,14 @@ class Session:
                 return [Notice(event)]
             case p.ErrorEvent():
                 self.error = event
-                return [Problem(f"server error: {event.describe()}")]
+                return [Problem(f"server error: {quote(event.describe())}")]
             case p.UnknownMessage(type=kind):
                 self.counters.unknown_types += 1
-                if kind in self.seen_unknown:
+                kind = clip(kind, MAX_ID_CHARS)
+                if (
+                    kind in self.seen_unknown
+                    or len(self.seen_unknown) >= MAX_UNKNOWN_TYPES_REMEMBERED
+                ):
                     return []
                 self.seen_unknown.add(kind)
                 return [Problem(f"ignored server messages of unknown type {kind!r}")]
@@ -180,10 +192,14 @@ class Session:
         except AudioFormatError as exc:
             self.counters.protocol_errors += 1
             return [Problem(f"conversation_initiation_metadata: {exc}")]
-        self.conversation_id = event.conversation_id
+        self.conversation_id = clip(event.conversation_id, MAX_ID_CHARS)  # logged with every line
         self.output_format, self.input_format = out_fmt, in_fmt
         self.started_at = now
-        return [MetadataReceived(event.conversation_id, in_fmt, out_fmt)]
+        actions: list[Action] = [MetadataReceived(self.conversation_id, in_fmt, out_fmt)]
+        if self.conversation_id != event.conversation_id:
+            self.counters.protocol_errors += 1
+            actions.append(Problem("the conversation id is implausibly long; kept its start"))
+        return actions
 
     def _audio(self, event: p.Audio, now: float) -> list[Action]:
         if self.output_format is None:
@@ -202,11 +218,12 @@ class Session:
 
     def end_reason(self, close_code: int | None, close_reason: str) -> EndReason:
         """Classify how the server side ended, from the close frame and any error event."""
+        close_reason = printable(close_reason)  # at most 123 bytes (RFC 6455), maybe newlines
         err = self.error
         if err is not None and err.error_type != "max_duration_exceeded":
             return EndReason(
                 EndKind.SERVER_ERROR,
-                f"the server ended the conversation with {err.describe()}",
+                f"the server ended the conversation with {quote(err.describe())}",
                 close_code if close_code is not None else err.code,
                 err.error_type,
             )

@@ -7,6 +7,8 @@ Scenario steps (`pi_agent.simulator.scenario`; the YAML/JSON kind in brackets):
   (a frozen server, or a link that black-holes traffic);
 - `SendBig` [send_big]: one text frame of exactly N bytes (16 MiB is the service's maximum);
 - `PingFlood` [ping_flood]: N pings back to back;
+- `ToolCallFlood` [tool_call_flood]: N client tool calls back to back, each with its own id or
+  all with one id, optionally no longer reading what the client sends (a hostile server);
 - `SendError` [error]: the `error` event of a reference 6.1 error type, then its close code;
 - `SendAudio(wire_format=...)` [send_audio: {format: ...}]: audio bytes of another format than
   the metadata announced (e.g. pcm_44100 samples while pcm_16000 was announced);

@@ -9,8 +9,8 @@ the key naming the step kind, or a bare string for a kind without parameters:
      {"wait_for": {"type": "pong", "timeout_s": 2}},
      {"send_raw": {"base64": "AAEC"}}, {"wait": 0.1}, "echo"]
 
-Fault steps (`drop`, `stall`, `send_big`, `ping_flood`, `error`, and `send_audio` with `format`)
-are described in `pi_agent.simulator.faults`.
+Fault steps (`drop`, `stall`, `send_big`, `ping_flood`, `tool_call_flood`, `error`, and
+`send_audio` with `format`) are described in `pi_agent.simulator.faults`.
 """
 
 from __future__ import annotations
@@ -165,6 +165,17 @@ class PingFlood:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallFlood:
+    """Fault: `count` client_tool_call events back to back, ids flood-0, flood-1, ... (or all
+    flood-0 with `same_id`); with `read=False` the client's frames are not read from then on."""
+
+    count: int = 1000
+    tool_name: str = "get_time"
+    same_id: bool = False
+    read: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class SendError:
     """Fault: an `error` event of `error_type` then the close code the reference gives it."""
 
@@ -187,6 +198,7 @@ Step: TypeAlias = (
     | Stall
     | SendBig
     | PingFlood
+    | ToolCallFlood
     | SendError
 )
 _TERMINAL = (Close, Echo, Drop, SendError)
@@ -410,6 +422,16 @@ def _ping_flood(value: object, what: str) -> Step:
     return PingFlood(_int(1000 if value is None else value, f"{what} count", 1, MAX_PING_FLOOD))
 
 
+def _tool_call_flood(value: object, what: str) -> Step:
+    p = _params(value, what, ("count", "tool_name", "same_id", "read"))
+    return ToolCallFlood(
+        _int(p.get("count", 1000), f"{what} count", 1, MAX_PING_FLOOD),
+        _str(p.get("tool_name", "get_time"), f"{what} tool_name"),
+        _bool(p.get("same_id", False), f"{what} same_id"),
+        _bool(p.get("read", True), f"{what} read"),
+    )
+
+
 def _send_error(value: object, what: str) -> Step:
     if isinstance(value, str):
         value = {"type": value}
@@ -449,6 +471,7 @@ _KINDS: dict[str, tuple[type, Callable[[object, str], Step]]] = {
     "stall": (Stall, _stall),
     "send_big": (SendBig, _send_big),
     "ping_flood": (PingFlood, _ping_flood),
+    "tool_call_flood": (ToolCallFlood, _tool_call_flood),
     "error": (SendError, _send_error),
 }
 

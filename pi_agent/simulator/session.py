@@ -43,6 +43,7 @@ from pi_agent.simulator.scenario import (
     SendPing,
     SendRaw,
     Stall,
+    ToolCallFlood,
     Wait,
     WaitFor,
 )
@@ -295,6 +296,8 @@ class ServerSession:
                 case PingFlood(count=count):
                     for _ in range(count):
                         await self.ping()
+                case ToolCallFlood():
+                    await self.tool_call_flood(step)
                 case SendError(error_type=error_type, message=message, code=code):
                     event, close_code, reason = faults.error_close(error_type, message, code)
                     await self.send(event)
@@ -393,6 +396,14 @@ class ServerSession:
             self._sending_stalled = False
             if step.reading and not transport.is_closing():
                 transport.resume_reading()
+
+    async def tool_call_flood(self, step: ToolCallFlood) -> None:
+        """Send step.count tool calls at once; with read=False, stop reading the client first."""
+        if not step.read:
+            self.ws.transport.pause_reading()  # for the rest of the conversation
+        for i in range(step.count):
+            call_id = "flood-0" if step.same_id else f"flood-{i}"
+            await self.send(protocol.ClientToolCall(step.tool_name, call_id, {}, i + 1))
 
     async def close(self, code: int, reason: str) -> None:
         """Close the socket with code and (truncated) reason."""

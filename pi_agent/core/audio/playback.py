@@ -34,6 +34,11 @@ UNDERRUN_STEP_S = 0.02
 # After a clean reply the target keeps this share of its excess over the base: a link that got
 # better is trusted again over a few replies, not at once.
 TARGET_DECAY = 0.5
+# Agent audio queued at most, in seconds. The service sends a reply faster than real time, and
+# one 16 MiB frame can hold 390 s of pcm_16000; a server sending hours at once must still not
+# fill the memory of a Pi Zero 2 W (600 s at 48 kHz is 58 MB). Audio beyond it is dropped and
+# counted.
+MAX_QUEUED_S = 600.0
 
 
 class PlaybackQueue:
@@ -46,6 +51,7 @@ class PlaybackQueue:
         sample_rate: int = 16000,
         target_ms: int = 0,
         max_target_ms: int = 300,
+        max_queued_s: float = MAX_QUEUED_S,
     ) -> None:
         if frame_samples <= 0:
             raise ValueError(f"frame_samples must be positive, got {frame_samples}")
@@ -53,6 +59,7 @@ class PlaybackQueue:
         self.sample_rate = sample_rate
         self.base_target = sample_rate * target_ms // 1000
         self.max_target = max(self.base_target, sample_rate * max_target_ms // 1000)
+        self.max_queued = max(frame_samples, int(max_queued_s * sample_rate))
         self.target = self.base_target  # samples to queue before playing after being dry
         self.jitter_s = 0.0  # smoothed lateness of audio events
         self._frames: deque[Samples] = deque()
@@ -69,6 +76,7 @@ class PlaybackQueue:
         self.dropped_samples = 0  # samples discarded by interruptions
         self.queued_total = 0  # samples ever accepted
         self.underruns = 0  # times playback ran dry in the middle of a reply
+        self.overflow_samples = 0  # samples dropped because MAX_QUEUED_S was queued already
 
     @property
     def gate(self) -> int:
@@ -95,6 +103,12 @@ class PlaybackQueue:
         if event_id < self._gate:
             self.stale_events += 1
             return False
+        room = self.max_queued - self.queued_samples
+        if len(samples) > room:
+            self.overflow_samples += len(samples) - max(0, room)
+            # A copy: frames are views, and a view of a few samples would keep the whole event
+            # (up to 16 MiB of audio) alive.
+            samples = samples[: max(0, room)].copy()
         if len(samples) == 0:
             return True
         self._note_arrival(event_id, len(samples), now)
