@@ -26,10 +26,11 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
+from pi_agent.adapters.audio.aec import EchoCanceller
 from pi_agent.adapters.audio.capture import CaptureHub
 from pi_agent.adapters.audio.devices import Microphone, Speaker
 from pi_agent.adapters.builtins import end_when_asked
-from pi_agent.adapters.client import Conversation, Watch
+from pi_agent.adapters.client import Conversation, Watch, make_canceller
 from pi_agent.adapters.context import TranscriptLog, explain_end, send_periodic_context
 from pi_agent.adapters.control import ControlServer, socket_path
 from pi_agent.adapters.hardware.button import (
@@ -52,6 +53,7 @@ from pi_agent.core.session import Action, Interrupt, Line, MetadataReceived, Not
 from pi_agent.core.states import State
 from pi_agent.errors import EX_OK, EX_SOFTWARE, ConfigError, describe_unexpected
 from pi_agent.wiring import (
+    audio_options,
     build_conversation,
     build_link,
     device_hooks,
@@ -207,6 +209,7 @@ class Daemon:
         self.hub: CaptureHub | None = None
         self.speaker: Speaker | None = None
         self.wakeword: WakeWordListener | None = None
+        self.canceller: EchoCanceller | None = None
         self.transcript = TranscriptLog(None, enabled=False)
 
     @staticmethod
@@ -250,6 +253,8 @@ class Daemon:
         # Opening and probing sound cards blocks; the loop stays free for signals meanwhile.
         mic, self.speaker = await asyncio.to_thread(self.devices, cfg)
         self.hub = CaptureHub(mic, cfg.audio.preroll_ms)
+        # One echo canceller for the daemon's life: it keeps what it learnt of the room.
+        self.canceller = make_canceller(audio_options(cfg), self.hub.sample_rate)
         if cfg.wakeword.enabled:  # loads the model first: a missing extra fails before anything
             self.wakeword = WakeWordListener.from_config(
                 cfg.wakeword, self.hub.sample_rate, self._on_wake_word
@@ -445,6 +450,7 @@ class Daemon:
                 listener=self._on_action,
                 connector=self.connector,
                 link=link,
+                canceller=self.canceller,
             )
             conv.set_mic_live(self.machine.mic_live)
             return conv

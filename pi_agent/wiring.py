@@ -13,6 +13,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from pi_agent import __version__
+from pi_agent.adapters.audio.aec import EchoCanceller
 from pi_agent.adapters.audio.devices import Microphone, Speaker
 from pi_agent.adapters.builtins import DeviceHooks, SpeakerVolume, build_registry
 from pi_agent.adapters.client import (
@@ -138,6 +139,7 @@ def build_conversation(
     connector: Connector = connect,
     link: LinkSettings | None = None,
     max_duration_s: float | None = None,
+    canceller: EchoCanceller | None = None,
 ) -> Conversation:
     """One `Conversation` of this configuration on these devices.
 
@@ -155,6 +157,7 @@ def build_conversation(
         listener=listener,
         connector=connector,
         audio=audio_options(cfg),
+        canceller=canceller,
     )
 
 

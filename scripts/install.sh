@@ -33,6 +33,8 @@ CREDENTIAL=elevenlabs-api-key    # the name the daemon reads from $CREDENTIALS_D
 RUNTIME_DEBS=(python3 python3-venv libportaudio2 alsa-utils)
 # Raspberry Pi OS packages the venv sees through --system-site-packages (lgpio: needed on the Pi 5).
 OPTIONAL_DEBS=(python3-lgpio python3-spidev)
+# The `aec` extra of setup.cfg, installed only as a binary wheel.
+AEC_REQUIREMENT="pywebrtc-audio>=0.2,<0.3"
 
 ROOT=""
 API_KEY_FILE=""
@@ -187,6 +189,13 @@ install_venv() {
     # changed (pip keeps an installed project whose version number did not change).
     if ! { "${pip[@]}" "$stage" && "${pip[@]}" --force-reinstall --no-deps "$stage"; } >&2; then
         die "pip could not install pi-agent into $APP_VENV; see the messages above"
+    fi
+    # Echo cancellation (audio.mic_while_speaking: aec) where a binary wheel exists (64-bit
+    # Raspberry Pi OS, x86_64); never built from source, and its absence is not an error.
+    if "${pip[@]}" --only-binary=:all: "$AEC_REQUIREMENT" >/dev/null 2>&1; then
+        say "installed echo cancellation ($AEC_REQUIREMENT)"
+    else
+        say "no echo cancellation wheel for this system; audio.mic_while_speaking: aec will mute"
     fi
     printf '%s\n' "$digest" >"$STAMP"
     CHANGED=1

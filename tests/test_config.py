@@ -145,7 +145,7 @@ QUOTE = " (put it in quotes to make it a string)"
 SPEED, UNIT = "a number from 0.7 to 1.2", "a number from 0 to 1, or null"
 
 # (key path, YAML value, what is wrong, what is expected): at least one per schema key.
-GUARD = "one of 'mute', 'duck', 'open'"
+GUARD = "one of 'mute', 'duck', 'open', 'aec'"
 NO_DIR = "'/no/such/dir/s.sock': folder '/no/such/dir' does not exist"
 PIN = "a BCM pin number (0-27) or a name like 'GPIO17' or 'BOARD11'"
 FACTORIES = "one of 'lgpio', 'rpigpio', 'pigpio', 'native', 'mock', or null"
@@ -193,6 +193,8 @@ BAD_VALUES = [
     ("audio.echo_tail_ms", "-1", "-1 is out of range", "an integer from 0 to 2000"),
     ("audio.duck_db", "3", "3 is out of range", "a number from -60 to 0"),
     ("audio.jitter_ms", "1001", "1001 is out of range", "an integer from 0 to 1000"),
+    ("audio.noise_suppression", "2", "2 is an integer", "true or false"),
+    ("audio.auto_gain", "maybe", "'maybe' is a string", "true or false"),
     ("audio.earcons.wake", "yes please", "'yes please' is a string", "true or false"),
     ("audio.earcons.end", "1", "1 is an integer", "true or false"),
     ("audio.earcons.error", "null", "no value (null)", "true or false"),

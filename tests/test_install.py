@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import hashlib
 import os
 import shutil
@@ -279,3 +280,11 @@ def test_the_script_parses_and_passes_shellcheck() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_the_installer_offers_the_aec_extra_of_setup_cfg() -> None:
+    """scripts/install.sh installs echo cancellation as the `aec` extra pins it (wheel only)."""
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    extra = setup["options.extras_require"]["aec"].strip()
+    assert f'AEC_REQUIREMENT="{extra}"' in (REPO / "scripts" / "install.sh").read_text()

@@ -19,6 +19,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from pi_agent.adapters.audio.aec import EchoCanceller, processor_class
 from pi_agent.adapters.audio.devices import ChunkQueue, Microphone, Samples, Speaker
 from pi_agent.adapters.link import MAX_FRAME_BYTES, Connector, LinkSettings, open_link
 from pi_agent.adapters.tools import McpApprovals, ToolRegistry
@@ -79,6 +80,17 @@ Listener = Callable[[Action], None]
 Watch = Callable[["Conversation"], Coroutine[Any, Any, None]]
 
 
+def make_canceller(audio: AudioOptions, rate: int) -> EchoCanceller | None:
+    """The microphone's echo canceller (and denoiser, leveller) these options ask for, or None:
+    none asked for, or the binding is missing (logged once; `aec` then mutes instead)."""
+    echo = audio.mic_while_speaking == "aec"
+    if not (echo or audio.noise_suppression or audio.auto_gain) or processor_class() is None:
+        return None
+    return EchoCanceller(
+        rate, echo=echo, noise_suppression=audio.noise_suppression, auto_gain=audio.auto_gain
+    )
+
+
 class GatedQueue(ChunkQueue):
     """The capture queue; push-to-talk gating and the echo guard apply as chunks arrive.
 
@@ -86,14 +98,24 @@ class GatedQueue(ChunkQueue):
     the button was held or before the agent spoke, even if it is sent later from the backlog.
     """
 
-    def __init__(self, maxlen: int, guard: EchoGuard | None = None) -> None:
+    def __init__(
+        self,
+        maxlen: int,
+        guard: EchoGuard | None = None,
+        canceller: EchoCanceller | None = None,
+    ) -> None:
         super().__init__(maxlen)
         self.live = True
         self.guard = guard
+        self.canceller = canceller
 
     def _gate(self, chunk: Samples) -> Samples:
         if not self.live:
+            if self.canceller is not None:
+                self.canceller.skip(len(chunk))
             return np.zeros_like(chunk)
+        if self.canceller is not None:
+            chunk = self.canceller.near(chunk)
         if self.guard is not None:
             return self.guard.process(chunk, asyncio.get_running_loop().time())
         return chunk
@@ -110,11 +132,13 @@ class AudioOptions:
     """How the audio path behaves: jitter buffer, echo guard, earcons (from `audio.*`)."""
 
     jitter_ms: int
-    mic_while_speaking: str
+    mic_while_speaking: str  # aec, mute, duck or open
     echo_tail_ms: int
     duck_db: float
     earcons: frozenset[str]
     earcon_volume: float
+    noise_suppression: bool = False
+    auto_gain: bool = False
     max_jitter_ms: int = MAX_JITTER_MS
 
     @classmethod
@@ -123,9 +147,14 @@ class AudioOptions:
         the agent)."""
         e = audio.earcons
         wanted = {kind for kind, on in (("wake", e.wake), ("end", e.end), ("error", e.error)) if on}
+        mode = audio.mic_while_speaking
+        if mode == "aec" and audio.backend == "file":
+            mode = "mute"  # no room between two WAV files: nothing to cancel, keep the guard
         return cls(
             jitter_ms=audio.jitter_ms,
-            mic_while_speaking=audio.mic_while_speaking,
+            mic_while_speaking=mode,
+            noise_suppression=audio.noise_suppression,
+            auto_gain=audio.auto_gain,
             echo_tail_ms=audio.echo_tail_ms,
             duck_db=audio.duck_db,
             earcons=frozenset(wanted) if audio.backend != "file" else frozenset(),
@@ -162,6 +191,7 @@ class Conversation:
         listener: Listener | None = None,
         connector: Connector = connect,
         audio: AudioOptions | None = None,
+        canceller: EchoCanceller | None = None,
     ) -> None:
         self.link = link
         self.init = init
@@ -173,13 +203,18 @@ class Conversation:
         self.listener = listener
         self.connector = connector
         self.audio = audio or AudioOptions.from_config(DEFAULT_AUDIO)
-        self.guard = EchoGuard(
-            self.audio.mic_while_speaking, self.audio.echo_tail_ms / 1000, self.audio.duck_db
-        )
+        # The daemon lends one canceller to every conversation, so it stays adapted to the room.
+        self.canceller = canceller or make_canceller(self.audio, mic.sample_rate)
+        if self.canceller is not None:
+            self.canceller.new_stream()
+        guard_mode = self.audio.mic_while_speaking
+        if guard_mode == "aec":  # the canceller removes the echo; without it, mute instead
+            guard_mode = "open" if self.canceller is not None else "mute"
+        self.guard = EchoGuard(guard_mode, self.audio.echo_tail_ms / 1000, self.audio.duck_db)
         self.session = Session()
         self.timeline = Timeline()
         backlog = max(1, int(CAPTURE_BACKLOG_S * mic.sample_rate / mic.chunk_samples))
-        self.capture = GatedQueue(backlog, self.guard)
+        self.capture = GatedQueue(backlog, self.guard, self.canceller)
         self.playback: PlaybackQueue | None = None
         self.playback_idle = asyncio.Event()
         self.playback_idle.set()
@@ -576,6 +611,8 @@ class Conversation:
                 self.playback_idle.set()
                 await self._audio_ready.wait()
                 continue
+            if self.canceller is not None:  # what the microphone is about to hear
+                self.canceller.far(frame, queue.sample_rate)
             await self.speaker.play(frame)
             if self._earcon_samples > 0:
                 # An earcon is ours, not the agent's: the user may talk over the chime.

@@ -117,6 +117,8 @@ class AudioConfig:
     input_channel: int | None
     preroll_ms: int
     mic_while_speaking: str
+    noise_suppression: bool
+    auto_gain: bool
     echo_tail_ms: int
     duck_db: float
     jitter_ms: int
@@ -311,7 +313,9 @@ _AUDIO = Section(
         Field("volume", Number(0, 2), 1.0, "software output gain"),
         Field("input_channel", Nullable(Number(0, 31, integer=True)), None, "null = mix all"),
         Field("preroll_ms", Number(0, 2000, integer=True), 300, "audio kept from before a trigger"),
-        Field("mic_while_speaking", Choice("mute", "duck", "open"), "mute", "echo guard mode"),
+        Field("mic_while_speaking", Choice("mute", "duck", "open", "aec"), "mute", "echo handling"),
+        Field("noise_suppression", Flag(), False, "WebRTC noise suppression on the microphone"),
+        Field("auto_gain", Flag(), False, "WebRTC automatic gain on the microphone"),
         Field("echo_tail_ms", Number(0, 2000, integer=True), 250, "guard kept after agent audio"),
         Field("duck_db", Number(-60, 0), -20.0, "gain on the microphone in duck mode"),
         Field(
