@@ -79,6 +79,18 @@ def speech(tmp_path: Path, seconds: float = 0.4) -> Path:
     return path
 
 
+async def a_normal_conversation_works(tmp_path: Path) -> None:
+    """A healthy simulator and a plain conversation: it completes."""
+    async with Simulator(SimulatorOptions(ping_interval_s=0)) as sim:
+        cfg = default_config(
+            "agent_1",
+            sim.url,
+            audio={"backend": "file", "input_file": str(speech(tmp_path)), "file_speed": 0},
+        )
+        reason, _ = await run_talk(cfg, out=io.StringIO())
+        assert reason.ok, reason
+
+
 def write_config(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "pi-agent.yaml"
     path.write_text(f"agent:\n  agent_id: agent_1\n  server_url: ws://127.0.0.1:9\n{body}")
@@ -187,14 +199,7 @@ def test_a_signed_url_endpoint_that_answers_garbage_fails_the_connect_clearly(
             monkeypatch.delenv("ELEVENLABS_API_KEY")
             assert reason.kind is EndKind.CONNECT_FAILED
             assert name in reason.detail
-        async with Simulator(SimulatorOptions(ping_interval_s=0)) as sim:
-            cfg = default_config(
-                "agent_1",
-                sim.url,
-                audio={"backend": "file", "input_file": str(speech(tmp_path)), "file_speed": 0},
-            )
-            reason, _ = await run_talk(cfg, out=io.StringIO())
-            assert reason.ok, reason
+        await a_normal_conversation_works(tmp_path)
 
     run(main())
 
@@ -391,16 +396,7 @@ def test_hours_of_agent_audio_at_once_are_capped_and_counted(
                 queue.overflow_samples + queue.queued_total == conv.session.counters.audio_samples
             )
             assert queue.overflow_samples > 2 * queue.max_queued
-            # The next conversation is normal.
-            options = SimulatorOptions(ping_interval_s=0)
-        async with Simulator(options) as sim:
-            cfg = default_config(
-                "agent_1",
-                sim.url,
-                audio={"backend": "file", "input_file": str(speech(tmp_path)), "file_speed": 0},
-            )
-            reason, _ = await run_talk(cfg, out=io.StringIO())
-            assert reason.ok, reason
+        await a_normal_conversation_works(tmp_path)  # the next conversation is normal
 
     run(main())
     dropped = [r for r in caplog.records if "dropping agent audio beyond 600 s" in r.getMessage()]
@@ -456,6 +452,21 @@ needs_root_namespaces = pytest.mark.skipif(
 )
 
 
+def service_config(base: Path, socket_path: Path) -> Path:
+    """A world-readable config (and input WAV) in `base` for a daemon run as another user."""
+    wav = base / "in.wav"
+    write_wav(wav, np.zeros(RATE, np.int16), RATE)
+    config = base / "pi-agent.yaml"
+    config.write_text(
+        "agent:\n  agent_id: agent_1\n  server_url: ws://127.0.0.1:9\n"
+        f"audio:\n  backend: file\n  input_file: {wav}\n"
+        f"control:\n  socket: {socket_path}\n"
+    )
+    for path in (wav, config):
+        path.chmod(0o644)
+    return config
+
+
 @needs_root_namespaces
 def test_a_group_member_may_use_the_socket_while_proc_hides_its_process(tmp_path: Path) -> None:
     """As under the unit: the daemon is not root and /proc is mounted hidepid=invisible."""
@@ -465,16 +476,7 @@ def test_a_group_member_may_use_the_socket_while_proc_hides_its_process(tmp_path
         run_dir = base / "run"
         run_dir.mkdir(mode=0o750)
         os.chown(run_dir, SERVICE_UID, CONTROL_GID)
-        wav = base / "in.wav"
-        write_wav(wav, np.zeros(RATE, np.int16), RATE)
-        config = base / "pi-agent.yaml"
-        config.write_text(
-            "agent:\n  agent_id: agent_1\n  server_url: ws://127.0.0.1:9\n"
-            f"audio:\n  backend: file\n  input_file: {wav}\n"
-            f"control:\n  socket: {run_dir / 'control.sock'}\n"
-        )
-        for path in (wav, config):
-            path.chmod(0o644)
+        config = service_config(base, run_dir / "control.sock")
         daemon = subprocess.Popen(
             [
                 "unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -662,16 +664,7 @@ def test_a_program_of_the_same_user_cannot_read_the_daemons_environment(tmp_path
     base = Path(tempfile.mkdtemp(prefix="pi-agent-environ-"))
     try:
         base.chmod(0o755)
-        wav = base / "in.wav"
-        write_wav(wav, np.zeros(RATE, np.int16), RATE)
-        config = base / "pi-agent.yaml"
-        config.write_text(
-            "agent:\n  agent_id: agent_1\n  server_url: ws://127.0.0.1:9\n"
-            f"audio:\n  backend: file\n  input_file: {wav}\n"
-            f"control:\n  socket: {base / 'control.sock'}\n"
-        )
-        wav.chmod(0o644)
-        config.chmod(0o644)
+        config = service_config(base, base / "control.sock")
         os.chown(base, SERVICE_UID, -1)
         as_service = [
             "setpriv",
