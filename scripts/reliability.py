@@ -298,6 +298,7 @@ protocol break, and close codes 1002 (the service's timeouts and LLM/TTS/ASR fai
 error types a retry cannot fix (`invalid_message`, `override_error`, `missing_dynamic_variable`,
 `safety_violation`, an agent that "does not exist"). `Backoff` spaces the attempts out: 1 s,
 2 s, 4 s, ... up to 60 s, each with half of it random.
+
 {supervision_section()}
 {"" if not examples else chr(10) + "## Error records (first per fault)" + chr(10) + errors}
 """

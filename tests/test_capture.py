@@ -75,3 +75,29 @@ def test_conversation_gets_preroll_then_live_audio_without_gaps() -> None:
         assert hub.ring.samples > 0
 
     asyncio.run(asyncio.wait_for(main(), 10))
+
+
+class BatchingMic(CountingMic):
+    """A CountingMic with the PyAudio microphone's `batch` knob."""
+
+    batch = 1
+
+
+def test_the_hub_batches_idle_capture_and_not_conversations_or_wake_words() -> None:
+    from pi_agent.adapters.audio.capture import IDLE_BATCH_CHUNKS
+
+    mic = BatchingMic(0.01)
+    hub = CaptureHub(mic, 300)
+    assert mic.batch == IDLE_BATCH_CHUNKS  # idle, nobody listening
+    hub.begin(ChunkQueue(100))
+    assert mic.batch == 1  # a conversation gets every chunk as it comes
+    hub.end()
+    assert mic.batch == IDLE_BATCH_CHUNKS
+
+    def listener(chunk: Samples, position: int) -> None:
+        pass
+
+    hub.add_idle_listener(listener)
+    assert mic.batch == 1  # a wake word detector too
+    hub.remove_idle_listener(listener)
+    assert mic.batch == IDLE_BATCH_CHUNKS

@@ -695,3 +695,21 @@ def test_a_program_of_the_same_user_cannot_read_the_daemons_environment(tmp_path
             assert daemon.wait(PROCESS_TIMEOUT_S) == 0
     finally:
         shutil.rmtree(base)
+
+
+def test_tool_calls_with_huge_ids_or_names_are_ignored_not_stored() -> None:
+    from pi_agent.adapters.tools import McpApprovals
+    from pi_agent.core.session import Problem, Session
+
+    session = Session()
+    huge = "x" * 5_000_000
+    for call in (p.ClientToolCall(huge, "id-1", {}, 1), p.ClientToolCall("get_time", huge, {}, 2)):
+        [action] = session.on_event(call, 0.0)
+        assert isinstance(action, Problem) and "5000000-character id or name" in action.text
+    approvals = McpApprovals({"search"})
+    for mcp in (
+        p.McpToolCall("c1", huge, "awaiting_approval"),
+        p.McpToolCall(huge, "search", "awaiting_approval"),
+    ):
+        assert approvals.answer(mcp) is None  # not answered, not logged, not remembered
+    assert approvals.answer(p.McpToolCall("c2", "search", "awaiting_approval")) is not None

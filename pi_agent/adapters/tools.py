@@ -357,7 +357,8 @@ class McpApprovals:
 
     def answer(self, call: p.McpToolCall) -> p.McpToolApprovalResult | None:
         """The approval result to send for `call`, or None (not awaiting approval, or answered)."""
-        if call.state != "awaiting_approval" or len(call.tool_call_id) > MAX_ID_CHARS:
+        too_long = max(len(call.tool_call_id), len(call.tool_name)) > MAX_ID_CHARS
+        if call.state != "awaiting_approval" or too_long:
             return None
         if not self._answered.first_time(call.tool_call_id):
             return None

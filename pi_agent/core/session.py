@@ -157,10 +157,13 @@ class Session:
                 return [Line("agent", clip(text, MAX_LINE_CHARS), event_id)]
             case p.AgentResponseCorrection(corrected_agent_response=text, event_id=event_id):
                 return [Line("agent-correction", clip(text, MAX_LINE_CHARS), event_id)]
-            case p.ClientToolCall(tool_call_id=call_id) if len(call_id) > MAX_ID_CHARS:
+            case p.ClientToolCall(tool_call_id=call_id, tool_name=name) if (
+                max(len(call_id), len(name)) > MAX_ID_CHARS
+            ):
                 self.counters.protocol_errors += 1
+                longest = max(len(call_id), len(name))
                 return [
-                    Problem(f"ignored a client tool call whose id is {len(call_id)} characters")
+                    Problem(f"ignored a client tool call with a {longest}-character id or name")
                 ]
             case p.ClientToolCall():
                 return [ToolCall(event)]

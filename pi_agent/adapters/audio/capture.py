@@ -10,9 +10,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from pi_agent.adapters.audio.devices import ChunkQueue, Microphone, Samples
 from pi_agent.core.audio.preroll import PrerollRing
+
+# While idle with no listener, capture reaches the loop this many chunks at a time (100 ms of
+# 20 ms chunks): the pre-roll ring needs no finer steps, and each wake-up of the loop costs CPU
+# a Pi Zero 2 W spends around the clock. A conversation, or a wake word, gets every chunk.
+IDLE_BATCH_CHUNKS = 5
+
+
+@runtime_checkable
+class BatchingMicrophone(Protocol):
+    """A microphone that can deliver several chunks at once (the PyAudio one)."""
+
+    batch: int
+
 
 # An idle listener (a wake word detector) gets each chunk captured while no conversation borrows
 # the hub, and the stream position at the chunk's end (samples captured since the hub started).
@@ -58,6 +72,14 @@ class CaptureHub:
         self._router = _Router(self.ring)
         self.sample_rate = mic.sample_rate
         self.chunk_samples = mic.chunk_samples
+        self._batch(IDLE_BATCH_CHUNKS)
+
+    def _batch(self, chunks: int) -> None:
+        if isinstance(self.mic, BatchingMicrophone):
+            self.mic.batch = chunks
+
+    def _idle_batch(self) -> int:
+        return 1 if self._router.listeners else IDLE_BATCH_CHUNKS
 
     @property
     def finished(self) -> bool:
@@ -74,11 +96,13 @@ class CaptureHub:
             queue.put_nowait(chunk)
             handed += len(chunk)
         self._router.target = queue
+        self._batch(1)
         return handed
 
     def end(self) -> None:
         """Back to idle: capture goes to the pre-roll ring again."""
         self._router.target = None
+        self._batch(self._idle_batch())
 
     @property
     def idle(self) -> bool:
@@ -93,10 +117,14 @@ class CaptureHub:
     def add_idle_listener(self, listener: IdleListener) -> None:
         """Call `listener(chunk, end_position)` on the loop for each chunk captured while idle."""
         self._router.listeners.append(listener)
+        if self.idle:
+            self._batch(self._idle_batch())
 
     def remove_idle_listener(self, listener: IdleListener) -> None:
         """Stop calling `listener`."""
         self._router.listeners.remove(listener)
+        if self.idle:
+            self._batch(self._idle_batch())
 
     def drop_wake_word(self, detected_at: int, min_tail: int, max_tail: int) -> int:
         """Cut the pre-roll where the wake word ends, max_tail..min_tail before detected_at."""

@@ -163,6 +163,9 @@ class PyAudioMicrophone:
         self.chunk_samples = max(1, rate * chunk_ms // 1000)
         self.channel = channel  # None: mono; N: open N + 1 channels and keep channel N
         self.channels = 1 if channel is None else channel + 1
+        # Chunks the callback gathers before waking the loop: 1 in a conversation; the capture
+        # hub raises it while idle, when nothing needs each 20 ms as it comes.
+        self.batch = 1
         self.overflows = 0  # buffers PortAudio flagged as overflowed (audio lost before us)
         self.losses = 0  # times the device was lost and had to be reopened
 
@@ -202,6 +205,7 @@ class PyAudioMicrophone:
         loop = asyncio.get_running_loop()
         cont, abort, overflow = pyaudio.paContinue, pyaudio.paAbort, pyaudio.paInputOverflow
         channels, channel = self.channels, self.channel or 0
+        gathered: list[Samples] = []
 
         def on_audio(
             data: bytes | None, frames: int, time_info: Any, status: int
@@ -213,7 +217,11 @@ class PyAudioMicrophone:
                 chunk = np.frombuffer(data, dtype=np.int16)
                 if channels > 1:
                     chunk = chunk.reshape(-1, channels)[:, channel]
-                chunk = chunk.copy()
+                gathered.append(chunk.copy())
+                if len(gathered) < self.batch:
+                    return None, cont
+                chunk = gathered[0] if len(gathered) == 1 else np.concatenate(gathered)
+                gathered.clear()
                 try:
                     loop.call_soon_threadsafe(queue.put_nowait, chunk)
                 except RuntimeError:  # the loop is closed: nobody will read, stop the stream
