@@ -445,6 +445,8 @@ def test_the_unit_says_what_the_daemon_relies_on() -> None:
         "Service.MemoryHigh": ["192M"],
         "Service.MemoryMax": ["256M"],
         "Service.TasksMax": ["64"],
+        # lgpio's FIFOs in the runtime directory; big allocations straight back to the system
+        "Service.Environment": ["LG_WD=/run/pi-agent", "MALLOC_MMAP_THRESHOLD_=1048576"],
         "Unit.StartLimitIntervalSec": ["600"],
         "Unit.StartLimitBurst": ["5"],
         "Service.User": ["pi-agent"],
