@@ -713,3 +713,36 @@ def test_tool_calls_with_huge_ids_or_names_are_ignored_not_stored() -> None:
     ):
         assert approvals.answer(mcp) is None  # not answered, not logged, not remembered
     assert approvals.answer(p.McpToolCall("c2", "search", "awaiting_approval")) is not None
+
+
+class SpeakerAt48k(FileSpeaker):
+    """A speaker whose card takes only 48 kHz, as many HDMI outputs and USB cards do."""
+
+    async def device_rate(self, stream_rate: int) -> int:
+        return 48_000
+
+
+def test_a_flood_resampled_for_the_speaker_is_cut_before_resampling_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = 4  # 4 x 393 s of pcm_16000: 2.6 x the cap, resampled 3 x to 48 kHz
+    steps: list[Step] = [SendBig(MAX_FRAME_BYTES, "audio") for _ in range(frames)]
+    scenario = Scenario((Wait(0.1), *steps, Wait(0.5), Close(1011, "flooded")))
+
+    async def main() -> None:
+        async with Simulator(SimulatorOptions(scenario=scenario, ping_interval_s=0)) as sim:
+            cfg = default_config(
+                "agent_1", sim.url, audio={"backend": "file", "input_file": str(speech(tmp_path))}
+            )
+            mic = FileMicrophone(speech(tmp_path), 20, 1.0)
+            conv = build_conversation(cfg, mic, SpeakerAt48k(None, 1.0))
+            reason = await asyncio.wait_for(conv.run(), 60)
+            assert reason.kind is EndKind.SERVER_ERROR, reason
+            queue = conv.playback
+            assert queue is not None and queue.sample_rate == 48_000
+            assert queue.queued_total <= queue.max_queued + PLAYED_MEANWHILE_S * 48_000
+            assert queue.overflow_samples > queue.max_queued  # counted at the speaker's rate
+
+    run(main())
+    dropped = [r for r in caplog.records if "dropping agent audio beyond 600 s" in r.getMessage()]
+    assert len(dropped) == 1

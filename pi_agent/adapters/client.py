@@ -558,21 +558,21 @@ class Conversation:
             self.playback.push(event_id, samples)  # counted as stale, not resampled
             return
         queue = self.playback
+        overflow = queue.overflow_samples
         if self._out_resampler is not None:
             # Cut what cannot be queued before resampling: a 16 MiB frame of 8 kHz audio would
             # be 150 MB at 48 kHz.
             ratio = queue.sample_rate / self._out_resampler.src_rate
-            room = math.ceil(max(0, queue.max_queued - queue.queued_samples) / ratio) + 1
-            if len(samples) > room:
-                queue.overflow_samples += int((len(samples) - room) * ratio)
-                samples = samples[:room]
+            fits = math.ceil(queue.room / ratio) + 1
+            if len(samples) > fits:
+                queue.overflowed(int((len(samples) - fits) * ratio))
+                samples = samples[:fits]
             samples = self._out_resampler.process(samples)
-        overflow = self.playback.overflow_samples
-        accepted = self.playback.push(event_id, samples, now)
-        if self.playback.overflow_samples and not overflow:  # once per conversation
+        accepted = queue.push(event_id, samples, now)
+        if queue.overflow_samples and not overflow:  # once per conversation
             log.warning(
                 "dropping agent audio beyond %.0f s queued for the speaker",
-                self.playback.max_queued / self.playback.sample_rate,
+                queue.max_queued / queue.sample_rate,
             )
         if accepted:
             if self.timeline.first_audio is None:

@@ -89,6 +89,15 @@ class PlaybackQueue:
         return len(self._frames) * self.frame_samples + len(self._partial)
 
     @property
+    def room(self) -> int:
+        """Samples that can still be queued before MAX_QUEUED_S is reached."""
+        return max(0, self.max_queued - self.queued_samples)
+
+    def overflowed(self, count: int) -> None:
+        """Count `count` samples dropped for want of room (also those cut before resampling)."""
+        self.overflow_samples += count
+
+    @property
     def playing(self) -> bool:
         """Whether the buffer is primed and handing out frames."""
         return self._playing
@@ -103,12 +112,12 @@ class PlaybackQueue:
         if event_id < self._gate:
             self.stale_events += 1
             return False
-        room = self.max_queued - self.queued_samples
+        room = self.room
         if len(samples) > room:
-            self.overflow_samples += len(samples) - max(0, room)
+            self.overflowed(len(samples) - room)
             # A copy: frames are views, and a view of a few samples would keep the whole event
             # (up to 16 MiB of audio) alive.
-            samples = samples[: max(0, room)].copy()
+            samples = samples[:room].copy()
         if len(samples) == 0:
             return True
         self._note_arrival(event_id, len(samples), now)
